@@ -8,7 +8,9 @@ open_clip's trainer writes them.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -19,6 +21,28 @@ from ticlip.errors import TiclipError
 
 TINY_MODELS = ("ticlip-tiny-32", "ticlip-tiny-64")
 _registered = False
+
+
+class _NoRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+_NOTICE_FILTER = _NoRandomInitNotice()
+
+
+@contextlib.contextmanager
+def quiet_open_clip():
+    """Hide open_clip's "No pretrained weights loaded" warning while models are made: ticlip loads
+    its own checkpoints right after (or starts from random weights on purpose). The one way ticlip
+    silences open_clip: open_clip logs it through the root logger, so a filter there drops that
+    one message while every other warning still shows."""
+    root = logging.getLogger()
+    root.addFilter(_NOTICE_FILTER)
+    try:
+        yield
+    finally:
+        root.removeFilter(_NOTICE_FILTER)
 
 
 def register_tiny_models() -> None:

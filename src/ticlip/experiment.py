@@ -9,111 +9,102 @@ runs are skipped, interrupted ones resumed, so re-running an experiment only doe
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
-from ticlip.atomic import write_text_atomic
-from ticlip.config import ConfigError, TrainConfig, parse_param, read_yaml_mapping
+from pydantic import Field, field_validator
+
+from ticlip.config import TrainConfig
 from ticlip.errors import TiclipError
+from ticlip.schema import ConfigError, Schema, apply_overrides, read_yaml_mapping
 
 PRESET_DIR_ENV = "TICLIP_CONFIGS"
+# Run settings an experiment sets through its own keys, never through 'train' or 'sweep'.
+RESERVED_TRAIN_KEYS = ("stream", "method", "seed", "name", "logs", "method_params")
 
 
-@dataclass
-class StreamSpec:
+class StreamSpec(Schema):
     """Where the stream lives and, when it is missing, how to build it."""
 
-    path: str = "data/emoji"
-    source: str | None = "emoji"  # a source name or a table path; None: the stream must exist
-    build: dict = field(default_factory=dict)  # BuildConfig overrides
-    options: dict = field(default_factory=dict)  # source options (e.g. font, num_pairs)
+    path: str = Field("data/emoji", description="stream directory (or URL) holding stream.json")
+    source: str | None = Field("emoji", description="a source name or a table path to build the stream from when "
+                                                    "it is missing; null: the stream must exist")
+    build: dict[str, Any] = Field(default_factory=dict, description="build settings (BuildConfig keys)")
+    options: dict[str, Any] = Field(default_factory=dict, description="source options (e.g. font, num_pairs)")
 
 
-@dataclass
-class ExperimentConfig:
-    name: str = "experiment"
-    stream: StreamSpec = field(default_factory=StreamSpec)
-    train: dict = field(default_factory=dict)  # TrainConfig keys shared by every run
-    methods: list[str] = field(default_factory=lambda: ["cumulative-all"])
-    method_params: dict[str, dict] = field(default_factory=dict)  # per method name
-    seeds: list[int] = field(default_factory=lambda: [0])
-    sweep: dict[str, list] = field(default_factory=dict)  # TrainConfig key -> values
-    eval: dict = field(default_factory=dict)  # EvalConfig keys; {"enabled": false} skips evaluation
-    report: bool = True
-    logs: str = "runs"
-    parallel: int = 1  # training processes at once
+def _as_list(value):
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
 
-    # ------------------------------------------------------------------ I/O
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
+class ExperimentConfig(Schema):
+    """An experiment: stream, shared training settings, methods x seeds x sweep, evaluation, report."""
+
+    name: str = Field("experiment", description="experiment name; results go to LOGS/NAME")
+    stream: StreamSpec = Field(default_factory=StreamSpec, description="the stream (a path, or a section)")
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings shared by every run "
+                                                                    "(TrainConfig keys)")
+    methods: list[str] = Field(default_factory=lambda: ["cumulative-all"], min_length=1,
+                               description="methods to train")
+    method_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="parameters per method name")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds to train")
+    sweep: dict[str, list] = Field(default_factory=dict, description="TrainConfig key -> values to sweep")
+    eval: dict[str, Any] = Field(default_factory=dict, description="evaluation settings (EvalConfig keys); "
+                                                                   "enabled: false skips evaluation")
+    report: bool = Field(True, description="write report.html over the experiment's runs")
+    logs: str = Field("runs", description="where experiments are written")
+    parallel: int = Field(1, ge=1, description="training processes at once")
+
+    @field_validator("stream", mode="before")
     @classmethod
-    def from_dict(cls, d: dict, *, source: str = "experiment") -> "ExperimentConfig":
-        if not isinstance(d, dict):
-            raise ConfigError(f"{source}: an experiment config must be a mapping of keys to values")
-        d = {k.replace("-", "_"): v for k, v in d.items()}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        stream = d.pop("stream", {}) or {}
-        if isinstance(stream, str):
-            stream = {"path": stream, "source": None}
-        sknown = {f.name for f in dataclasses.fields(StreamSpec)}
-        bad = sorted(set(stream) - sknown)
-        if bad:
-            raise ConfigError(f"{source}: unknown stream key(s) {', '.join(bad)}; known: {', '.join(sorted(sknown))}")
-        exp = cls(stream=StreamSpec(**stream), **d)
-        exp.check(source)
-        return exp
+    def _stream_path_only(cls, value):
+        return {"path": value, "source": None} if isinstance(value, str) else value
 
-    def check(self, source: str = "experiment") -> None:
-        if isinstance(self.methods, str):
-            self.methods = [self.methods]
-        if isinstance(self.seeds, int):
-            self.seeds = [self.seeds]
-        if not self.methods:
-            raise ConfigError(f"{source}: 'methods' is empty; name at least one (e.g. cumulative-all)")
-        if not self.seeds:
-            raise ConfigError(f"{source}: 'seeds' is empty")
-        if not self.name or "/" in self.name:
-            raise ConfigError(f"{source}: 'name' must be a non-empty name without '/', got {self.name!r}")
-        if self.parallel < 1:
-            raise ConfigError(f"{source}: 'parallel' must be at least 1, got {self.parallel}")
-        for key, values in self.sweep.items():
-            if not isinstance(values, list) or not values:
-                raise ConfigError(f"{source}: sweep key {key!r} must map to a non-empty list")
-        from ticlip.methods import list_methods
+    @field_validator("methods", "seeds", mode="before")
+    @classmethod
+    def _scalar_to_list(cls, value):
+        return _as_list(value)
 
-        unknown = [m for m in self.methods if m not in list_methods()]
-        if unknown:
-            raise ConfigError(f"{source}: unknown method(s) {', '.join(unknown)}; known: {', '.join(list_methods())}")
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        for key in list(self.train) + list(self.sweep):
-            if key.replace("-", "_") not in fields:
-                raise ConfigError(f"{source}: {key!r} is not a training setting; known: {', '.join(sorted(fields))}")
-        reserved = {"stream", "method", "seed", "name", "logs", "method_params"}
-        clash = sorted(reserved & {k.replace("-", "_") for k in list(self.train) + list(self.sweep)})
-        if clash:
-            raise ConfigError(f"{source}: set {', '.join(clash)} through the experiment's own keys, not 'train'/'sweep'")
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or "/" in value:
+            raise ValueError("must be a non-empty name without '/'")
+        return value
 
-    def to_yaml(self, path: str | None = None) -> str:
-        import yaml
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_lists(cls, value: dict) -> dict:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"sweep key {key!r} must map to a non-empty list")
+        return value
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
-        if path:
-            write_text_atomic(path, text)
-        return text
+    @field_validator("train", "sweep")
+    @classmethod
+    def _training_keys(cls, value: dict) -> dict:
+        for key in value:
+            k = key.replace("-", "_")
+            if k in RESERVED_TRAIN_KEYS:
+                raise ValueError(f"set {k!r} through the experiment's own keys (methods, seeds, name, logs, "
+                                 f"method_params, stream), not 'train'/'sweep'")
+            if k not in TrainConfig.model_fields:
+                known = sorted(set(TrainConfig.model_fields) - set(RESERVED_TRAIN_KEYS))
+                raise ValueError(f"{key!r} is not a training setting; known: {', '.join(known)}")
+        return value
 
     @property
     def out_dir(self) -> str:
         return os.path.join(self.logs, self.name)
+
+    @property
+    def eval_enabled(self) -> bool:
+        return bool(self.eval.get("enabled", True))
 
 
 def preset_path(name_or_path: str) -> str:
@@ -137,28 +128,11 @@ def list_presets() -> list[str]:
     return sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")) if os.path.isdir(folder) else []
 
 
-def set_key(d: dict, dotted: str, value: Any) -> None:
-    """Set ``a.b.c = value`` in nested dicts (``--set train.lr=5e-4``)."""
-    parts = dotted.replace("-", "_").split(".")
-    cur = d
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"--set {dotted}: {p!r} is not a section")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
 def load_experiment(path: str, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read an experiment YAML (or preset name); ``overrides`` are ``KEY=VALUE`` with dotted keys."""
     path = preset_path(path)
-    d = read_yaml_mapping(path)
-    for item in overrides or []:
-        key, value = parse_param(item)
-        set_key(d, key, value)
-    return ExperimentConfig.from_dict(d, source=path)
+    d = apply_overrides(read_yaml_mapping(path), overrides)
+    return ExperimentConfig.load(d, source=path)
 
 
 # ---------------------------------------------------------------------------------- the sweep
@@ -188,12 +162,14 @@ def expand(exp: ExperimentConfig) -> list[PlannedRun]:
                 base.update({k.replace("-", "_"): v for k, v in zip(keys, point)})
                 tag = "".join(f"-{k.replace('_', '')}{_slug(v)}" for k, v in zip(keys, point) if len(exp.sweep[k]) > 1)
                 name = f"{method}{tag}-s{seed}"
-                cfg = TrainConfig.from_dict(base, source=f"experiment {exp.name} train")
-                cfg = cfg.replace(
-                    stream=exp.stream.path, method=method, seed=int(seed), name=name, logs=exp.out_dir,
-                    method_params=dict(exp.method_params.get(method, {})),
-                )
-                cfg.validate()
+                base.update(stream=exp.stream.path, method=method, seed=int(seed), name=name, logs=exp.out_dir,
+                            method_params=dict(exp.method_params.get(method, {})))
+                where = f"experiment {exp.name}, run {name}: train"
+                cfg = TrainConfig.load(base, source=where)
+                try:
+                    cfg.validate()
+                except ConfigError as e:
+                    raise ConfigError(f"{where}: {e}") from None
                 runs.append(PlannedRun(name, cfg))
     return runs
 
@@ -210,31 +186,74 @@ def run_state(run: PlannedRun) -> str:
 
 
 # ---------------------------------------------------------------------------------- stages
-def ensure_stream(spec: StreamSpec, log: Callable[[str], None]):
-    """Load the stream; build it first when it is missing and a source is given."""
-    from ticlip.data.stream import MANIFEST_NAME, TimeStream
+def _stream_exists(spec: StreamSpec) -> bool:
+    from ticlip.data.stream import MANIFEST_NAME
 
-    if os.path.exists(os.path.join(spec.path, MANIFEST_NAME)) or "://" in spec.path:
+    return os.path.exists(os.path.join(spec.path, MANIFEST_NAME)) or "://" in spec.path
+
+
+def ensure_stream(spec: StreamSpec, log: Callable[[str], None]):
+    """Load the stream; build it first when it is missing and a source is given (the same entry
+    point as ``ticlip data build``, so both record the same provenance)."""
+    from ticlip.data.stream import TimeStream
+
+    if _stream_exists(spec):
         return TimeStream.load(spec.path)
     if not spec.source:
         raise TiclipError(f"no stream at {spec.path} and no 'stream.source' to build it from")
-    from ticlip.data.build import BuildConfig, build_stream
-    from ticlip.data.sources import get_source, list_sources
+    from ticlip.data.build import build_stream_from
 
     log(f"building stream {spec.path} from {spec.source} ...")
-    if spec.source in list_sources():
-        src = get_source(spec.source)
-        build = {**src.default_build, **spec.build}
-        records = src.records(dict(spec.options))
-        name = spec.source
-    else:
-        from ticlip.data.table import read_table
+    return build_stream_from(spec.source, spec.path, build=dict(spec.build), options=dict(spec.options))
 
-        build = dict(spec.build)
-        records = read_table(spec.source, **spec.options)
-        name = os.path.splitext(os.path.basename(spec.source))[0]
-    return build_stream(records, spec.path, BuildConfig.from_dict(build), name=name, source=spec.source,
-                        source_params=dict(spec.options))
+
+# ---------------------------------------------------------------------------------- validation
+def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> list["PlannedRun"]:
+    """Check every section before anything is written or trained; returns the planned runs.
+
+    stream (exists, or its source/table, build settings and options are valid), train and sweep
+    (every run's TrainConfig, its model name and --init file), methods and their parameters, eval
+    (settings and task names), report. Any error is a ConfigError naming the section and key."""
+    from ticlip.methods import check_method_params, list_methods
+    from ticlip.models import model_config
+
+    if not _stream_exists(exp.stream):
+        if not exp.stream.source:
+            raise ConfigError(f"{source}: no stream at {exp.stream.path} and no 'stream.source' to build it from")
+        from ticlip.data.build import check_build_request
+
+        check_build_request(exp.stream.source, exp.stream.build, exp.stream.options, where=f"{source}: stream")
+    known = list_methods()
+    unknown = [m for m in list(exp.methods) + list(exp.method_params) if m not in known]
+    if unknown:
+        raise ConfigError(f"{source}: unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(known)}")
+    for method, params in exp.method_params.items():
+        check_method_params(method, params, source=f"{source}: method_params.{method}")
+    runs = expand(exp)
+    for model in sorted({r.config.model for r in runs}):
+        try:
+            model_config(model)
+        except TiclipError as e:
+            raise ConfigError(f"{source}: train.model: {e}") from None
+    for init in sorted({r.config.init for r in runs if r.config.init}):
+        if not os.path.exists(init):
+            raise ConfigError(f"{source}: train.init: checkpoint {init} does not exist")
+    if exp.eval_enabled:
+        eval_config(exp, source)
+    return runs
+
+
+def eval_config(exp: ExperimentConfig, source: str = "experiment"):
+    """The experiment's validated EvalConfig (its 'eval' section without 'enabled')."""
+    from ticlip.eval.config import EvalConfig, check_eval_config
+
+    where = f"{source}: eval"
+    enabled = exp.eval.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: must be true or false (got {enabled!r})")
+    cfg = EvalConfig.load({k: v for k, v in exp.eval.items() if k != "enabled"}, source=where)
+    check_eval_config(cfg, source=where)
+    return cfg
 
 
 def _train_in_process(run: PlannedRun, resume: bool) -> None:
@@ -243,13 +262,21 @@ def _train_in_process(run: PlannedRun, resume: bool) -> None:
     train_run(run.config, resume=resume)
 
 
+def _relative_compute(run: PlannedRun, steps: int = 8) -> float:
+    """The run's compute over ``steps`` steps in units of the per-step budget (from the method)."""
+    from ticlip.methods import get_method
+
+    method = get_method(run.config.method, **run.config.method_params)
+    return sum(method.compute_multiplier(t) for t in range(steps))
+
+
 def _train_subprocesses(runs: list[tuple[PlannedRun, bool]], parallel: int, log) -> list[str]:
     """Train runs in up to ``parallel`` child processes (``ticlip train --config``), CPU threads split
     evenly; the most expensive runs (oracle's t×C) start first so the processes finish together."""
     from tqdm import tqdm
 
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    pending = sorted(runs, key=lambda item: item[0].config.method != "oracle")
+    pending = sorted(runs, key=lambda item: -_relative_compute(item[0]))
     active: list[tuple[PlannedRun, subprocess.Popen, Any]] = []
     failed = []
     bar = tqdm(total=len(pending), desc=f"training ({parallel} processes)", unit="run", file=sys.stderr)
@@ -306,10 +333,11 @@ def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None =
     """Build (if needed) → train every run of the sweep → evaluate → report; returns what happened."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
+    runs = validate_experiment(exp)  # every section, before anything is written
+    ecfg = eval_config(exp) if evaluate and exp.eval_enabled else None
     os.makedirs(exp.out_dir, exist_ok=True)
     exp.to_yaml(os.path.join(exp.out_dir, "experiment.yaml"))
     ensure_stream(exp.stream, log)
-    runs = expand(exp)
     todo, skipped = [], []
     for r in runs:
         state = run_state(r)
@@ -327,17 +355,12 @@ def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None =
                 log(f"[{i}/{len(todo)}] training {r.name}{' (resuming)' if resume else ''}")
                 _train_in_process(r, resume)
     done_runs = [r for r in runs if r.name not in failed and run_state(r) == "finished"]
-    if evaluate and exp.eval.get("enabled", True):
-        from ticlip.eval.runner import EvalConfig, evaluate_run
+    if ecfg is not None:
+        from ticlip.eval.runner import evaluate_run
 
-        ecfg = {k: v for k, v in exp.eval.items() if k != "enabled"}
-        try:
-            eval_config = EvalConfig(**ecfg)
-        except TypeError as e:
-            raise ConfigError(f"experiment 'eval' section: {e}") from None
         for i, r in enumerate(done_runs, 1):
             log(f"[{i}/{len(done_runs)}] evaluating {r.name}")
-            evaluate_run(r.run_dir, eval_config, log=lambda s: None)
+            evaluate_run(r.run_dir, ecfg, log=lambda s: None)
     report_path = None
     table = ""
     run_dirs = [r.run_dir for r in done_runs]

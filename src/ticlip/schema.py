@@ -42,18 +42,27 @@ class ConfigError(TiclipError, ValueError):
 
 # --------------------------------------------------------------------------- errors
 def _accepted(cls: type[BaseModel], loc: tuple) -> str:
-    """What the field at ``loc`` accepts, for error messages ('' when unknown)."""
-    fields = cls.model_fields
-    for i, part in enumerate(loc):
-        f = fields.get(part) if isinstance(part, str) else None
-        if f is None:
-            return ""
-        ann = f.annotation
+    """What the value at ``loc`` accepts, for error messages ('' when unknown)."""
+    ann: Any = cls
+    for part in loc:
         sub = _schema_class(ann)
-        if i == len(loc) - 1 or sub is None:
-            return _describe_type(ann)
-        fields = sub.model_fields
-    return ""
+        if sub is not None and isinstance(part, str):
+            f = sub.model_fields.get(part)
+            if f is None:
+                return ""
+            ann = f.annotation
+            continue
+        args = [a for a in get_args(ann) if a is not type(None) and a is not Ellipsis]
+        if get_origin(ann) in (typing.Union, types.UnionType):
+            ann = next((a for a in args if get_origin(a) in (list, tuple, dict)), ann)
+            args = [a for a in get_args(ann) if a is not type(None) and a is not Ellipsis]
+        if get_origin(ann) is dict and len(args) == 2:
+            ann = args[1]
+        elif get_origin(ann) in (list, tuple) and args:
+            ann = args[0]
+        else:
+            return ""
+    return _describe_type(ann)
 
 
 def _describe_type(ann) -> str:
@@ -65,7 +74,7 @@ def _describe_type(ann) -> str:
         return " or ".join(p for p in parts if p) + (" or null" if type(None) in get_args(ann) else "")
     if origin in (list, tuple):
         inner = [a for a in get_args(ann) if a is not Ellipsis]
-        return f"a list of {_describe_type(inner[0]) if inner else 'values'}"
+        return f"a list (each {_describe_type(inner[0])})" if inner and _describe_type(inner[0]) else "a list"
     if origin is dict:
         return "a mapping"
     names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
@@ -108,7 +117,7 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
         value = e.get("input")
         accepted = _accepted(cls, loc)
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        hint = f"; accepted: {accepted}" if accepted and e["type"] != "literal_error" else ""
+        hint = f"; accepted: {accepted}" if accepted and e["type"] not in ("literal_error", "value_error") else ""
         lines.append(f"{source}: {key}: {msg}{shown}{hint}")
     return "\n".join(lines) if lines else f"{source}: {err}"
 

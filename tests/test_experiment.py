@@ -46,18 +46,57 @@ def test_single_valued_sweep_does_not_change_names(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"methods": ["sequental"]}, "unknown method"),
-        ({"train": {"learning_rate": 1}}, "not a training setting"),
+        ({"train": {"learning_rate": 1}}, "train: 'learning_rate' is not a training setting"),
         ({"train": {"seed": 3}}, "experiment's own keys"),
-        ({"bogus": 1}, "unknown key"),
-        ({"seeds": []}, "'seeds' is empty"),
-        ({"sweep": {"lr": 1e-3}}, "non-empty list"),
-        ({"stream": {"path": "x", "sorce": "emoji"}}, "unknown stream key"),
+        ({"bogus": 1}, "unknown key 'bogus'"),
+        ({"seeds": []}, "seeds: List should have at least 1 item"),
+        ({"seeds": "x"}, "seeds.0: .*valid integer.*'x'"),
+        ({"sweep": {"lr": 1e-3}}, "sweep.lr: Input should be a valid list"),
+        ({"sweep": {"lr": []}}, "non-empty list"),
+        ({"stream": {"path": "x", "sorce": "emoji"}}, "unknown key 'stream.sorce'"),
+        ({"parallel": 0}, "parallel: .*greater than or equal to 1"),
     ],
 )
 def test_config_errors(change, message):
     with pytest.raises(ConfigError, match=message):
-        ExperimentConfig.from_dict(_exp("s", **change))
+        ExperimentConfig.from_dict(_exp("s", **change), source="e.yaml")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ["sequental"]}, "unknown method"),
+        ({"eval": {"taks": ["retrieval"]}}, "eval: unknown key 'taks'"),
+        ({"eval": {"tasks": ["retreival"]}}, "retreival"),
+        ({"eval": {"seeds": "many"}}, "eval: seeds"),
+        ({"eval": {"enabled": "sometimes"}}, "eval.enabled"),
+        ({"method_params": {"lwf": {"lamda": 1}}}, "method_params.lwf.*lamda"),
+        ({"method_params": {"ewc": {"lam": "strong"}}}, "method_params.ewc.*lam"),
+        ({"method_params": {"nope": {}}}, "unknown method"),
+        ({"train": {"model": "no-such-model"}}, "no-such-model"),
+        ({"train": {"init": "missing.pt"}}, "missing.pt"),
+        ({"train": {"warmup": -1}}, "warmup"),
+        ({"stream": {"path": "NEW", "source": "no-such-source"}}, "no-such-source"),
+        ({"stream": {"path": "NEW", "source": "emoji", "options": {"fnot": "x"}}}, "fnot"),
+        ({"stream": {"path": "NEW", "source": "emoji", "build": {"eval_fraktion": 0.1}}}, "eval_fraktion"),
+    ],
+)
+def test_run_checks_every_section_before_writing_anything(toy_stream, tmp_path, capsys, change, message):
+    """A mistake in any section costs seconds: one line naming it, and nothing written."""
+    import re
+    import time
+
+    logs = tmp_path / "runs"
+    change = {k: ({**v, "path": str(tmp_path / "new-stream")} if k == "stream" else v) for k, v in change.items()}
+    cfg = _write(tmp_path / "e.yaml", _exp(toy_stream.root, logs=str(logs), **change))
+    t0 = time.time()
+    assert main(["run", cfg]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(message, err), err
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not logs.exists() and not (tmp_path / "new-stream").exists()
+    assert time.time() - t0 < 30
 
 
 def test_overrides_and_presets(tmp_path):
@@ -122,5 +161,5 @@ def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     cfg = TrainConfig.from_yaml(str(path))
     assert cfg.total_macs == 3.4e18 and cfg.batch_size == 128 and cfg.lr == 1e-3
     path.write_text("lr: fast\n")
-    with pytest.raises(ConfigError, match="lr must be a number"):
+    with pytest.raises(ConfigError, match=r"t.yaml: lr: .*valid number.*'fast'"):
         TrainConfig.from_yaml(str(path))

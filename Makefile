@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.ticlip-installed
 DATA   ?= data/emoji
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -22,7 +22,12 @@ demo: setup
 	$(VENV)/bin/ticlip data info $(DATA)
 	$(VENV)/bin/ticlip demo --set stream.path=$(DATA)
 
+# The full tier (every test, slow ones included): what CI runs.
 test: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --full
+
+# The default tier: every test not marked slow (under 3 minutes on 2 cores).
+test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 bench: setup

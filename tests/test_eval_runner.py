@@ -8,9 +8,9 @@ import shutil
 
 import pytest
 
-from ticlip.eval import runner
-from ticlip.eval.matrix import read_results
-from ticlip.eval.metrics import read_matrix, transfer_metrics
+from ticlip.eval import cache, runner
+from ticlip.eval.metrics import transfer_metrics
+from ticlip.eval.results import read_matrix, read_results
 from ticlip.eval.runner import EvalConfig, evaluate_checkpoint, evaluate_run
 from ticlip.run_layout import RunInfo, StepRecord
 
@@ -75,14 +75,15 @@ def make_run(run_dir, stream, checkpoints, unfinished=True):
 
 
 class Counter:
-    """Counts calls of runner-level functions (model loads, encodes, classifier builds)."""
+    """Counts model loads (the runner's) and encodes, preprocessing and classifier builds (the caches')."""
 
-    NAMES = ("create_model", "encode_pixels", "encode_texts", "build_classifier", "images_to_pixels")
+    NAMES = {"create_model": runner, "encode_pixels": cache, "encode_texts": cache, "build_classifier": cache,
+             "images_to_pixels": cache}
 
     def __init__(self, mp):
         self.calls = collections.Counter()
-        for name in self.NAMES:
-            mp.setattr(runner, name, self._wrap(name, getattr(runner, name)))
+        for name, module in self.NAMES.items():
+            mp.setattr(module, name, self._wrap(name, getattr(module, name)))
 
     def _wrap(self, name, fn):
         def wrapped(*a, **k):
@@ -223,7 +224,8 @@ def test_one_outside_checkpoint(stream, checkpoints, tmp_path, monkeypatch):
     (["eval", "--checkpoint", "x.pt"], "--model"),
     (["eval", "/nonexistent/run"], "no run directory"),
     (["eval", "RUN", "--tasks", "nope"], "unknown task 'nope'"),
-    (["eval", "RUN", "--seeds", "0"], "--seeds"),
+    (["eval", "RUN", "--seeds", "0"], "seeds: Input should be greater than or equal to 1 (got 0)"),
+    (["eval", "RUN", "--tasks", ","], "--tasks needs at least one value"),
     (["eval", "RUN", "--model", "ViT-B-16"], "apply to --checkpoint"),
     (["eval", "RUN", "--steps", "7"], "no step(s) [7]"),
     (["eval", "--checkpoint", "/nonexistent.pt", "--model", MODEL, "--stream", "STREAM"], "does not exist"),

@@ -14,10 +14,10 @@ from ticlip.eval.metrics import (
     forward_transfer,
     forward_transfer_normalised,
     in_domain,
-    read_matrix,
     static_summary,
     transfer_metrics,
 )
+from ticlip.eval.results import read_matrix
 
 # A Sequential-like run over 4 steps: good on the current step, forgets the past, weak on the future.
 E4 = [

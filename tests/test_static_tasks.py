@@ -195,11 +195,13 @@ def test_task_file_adds_and_overrides(tmp_path):
     ({"kind": "nope"}, "kind"),
     ({"kind": "zeroshot_classification", "loader": "nope"}, "loader"),
     ({"kind": "dynamic_retrieval"}, "eval_set"),
-    ({"kind": "retrieval", "loader": "image_captions", "colour": 1}, "unknown field"),
+    ({"kind": "retrieval", "loader": "image_captions", "colour": 1}, "unknown key 'colour'"),
+    ({"kind": "retrieval", "loader": "sklearn_digits"}, "gives zeroshot_classification data, not retrieval"),
+    ({"kind": "retrieval", "loader": "image_captions", "name": "x"}, "unknown key 'name'"),
 ])
 def test_malformed_entries_are_clear_errors(entry, words):
     with pytest.raises(TaskError, match=words):
-        TaskSpec.from_dict("t", entry)
+        TaskSpec.from_entry("t", entry)
 
 
 def test_runner_skips_a_task_with_missing_data_in_one_line(toy_stream, tmp_path):

@@ -1,6 +1,6 @@
 """`ticlip eval` (score a run's checkpoints, or one outside checkpoint) and `ticlip metrics`
-(ID / backward / forward transfer of an evaluation matrix, as JSON). Thin: flags -> EvalConfig ->
-ticlip.eval.runner; see docs/EVAL.md.
+(ID / backward / forward transfer of an evaluation matrix, as JSON). Thin: flags (derived from
+EvalConfig) -> EvalConfig -> ticlip.eval.runner; see docs/EVAL.md.
 """
 
 from __future__ import annotations
@@ -11,8 +11,14 @@ import sys
 
 from ticlip.errors import TiclipError
 
+# EvalConfig fields that are flags of `ticlip eval` (subsample_cap and cache_bytes are config-only)
+FLAG_FIELDS = ("tasks", "seeds", "subsample", "batch_size", "device", "workers", "data_dir", "task_file", "steps")
+
 
 def register(subparsers) -> None:
+    from ticlip.eval.config import EvalConfig
+    from ticlip.schema import add_schema_arguments
+
     e = subparsers.add_parser(
         "eval",
         help="score every step checkpoint of a run on every step's eval sets and on static tasks",
@@ -22,18 +28,7 @@ def register(subparsers) -> None:
         "eval_summary.json are written at the end. See docs/EVAL.md.",
     )
     e.add_argument("run", nargs="?", metavar="RUN", help="run directory (holding run.json)")
-    e.add_argument("--tasks", help="comma-separated task names from the task table, or 'dynamic' / 'static' "
-                   "(default: every default task; see --list-tasks)")
-    e.add_argument("--seeds", type=int, default=3, help="retrieval subsamples drawn per step (default 3)")
-    e.add_argument("--subsample", type=int, help="pairs per retrieval subsample (default: the smallest step's "
-                   "eval set, capped at 1000)")
-    e.add_argument("--batch-size", type=int, default=256, help="images/texts encoded at once (default 256)")
-    e.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
-    e.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for static sets (default 0)")
-    e.add_argument("--data-dir", help="where static task data lives ({data_dir} in the task table; default "
-                   "$TICLIP_DATA_DIR or ./data)")
-    e.add_argument("--task-file", help="YAML task table adding to / overriding the built-in one")
-    e.add_argument("--steps", help="comma-separated model step indices to evaluate (default: all finished)")
+    add_schema_arguments(e, EvalConfig, FLAG_FIELDS, metavars={"tasks": "NAMES", "steps": "INDICES"})
     e.add_argument("--checkpoint", help="evaluate this open_clip checkpoint instead of a run")
     e.add_argument("--model", help="open_clip model name of --checkpoint (e.g. ViT-B-16)")
     e.add_argument("--stream", help="stream directory or stream.json for --checkpoint")
@@ -53,35 +48,16 @@ def register(subparsers) -> None:
     m.set_defaults(func=run_metrics)
 
 
-def _csv_list(value: str | None, flag: str) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise TiclipError(f"{flag} needs at least one name")
-    return items
+def config_from_args(args):
+    """The EvalConfig of the flags given (schema defaults for the rest); one-line ConfigError if invalid."""
+    from ticlip.eval.config import EvalConfig
+    from ticlip.schema import ConfigError, given_flags
 
-
-def _config(args):
-    from ticlip.eval.runner import EvalConfig
-
-    steps = None
-    if args.steps:
-        try:
-            steps = [int(s) for s in _csv_list(args.steps, "--steps")]
-        except ValueError:
-            raise TiclipError(f"--steps takes comma-separated step indices (0, 1, ...), got {args.steps!r}") from None
-    return EvalConfig(
-        tasks=_csv_list(args.tasks, "--tasks"),
-        seeds=args.seeds,
-        subsample=args.subsample,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        data_dir=args.data_dir,
-        task_file=args.task_file,
-        steps=steps,
-    )
+    flags = given_flags(args, EvalConfig)
+    for name in ("tasks", "steps"):
+        if name in flags and not flags[name]:
+            raise ConfigError(f"--{name} needs at least one value")
+    return EvalConfig.load(flags, source="ticlip eval")
 
 
 def _log(msg: str) -> None:
@@ -94,18 +70,18 @@ def run_eval(args) -> int:
     from ticlip.eval.tasks import load_tasks
 
     if args.list_tasks:
-        for t in load_tasks(args.task_file).values():
+        for t in load_tasks(getattr(args, "task_file", None)).values():
             where = t.eval_set if t.dynamic else t.loader
             print(f"{t.name:32s} {t.kind:24s} {where:16s} {'' if t.default else '(not default) '}{t.description}")
         return 0
-    config = _config(args)
+    config = config_from_args(args)
     outside = [f for f, v in (("--model", args.model), ("--stream", args.stream), ("--out", args.out)) if v]
     if args.checkpoint:
         if args.run:
             raise TiclipError("give either RUN or --checkpoint, not both")
         if not args.model or not args.stream:
             raise TiclipError("--checkpoint needs --model NAME (e.g. ViT-B-16) and --stream DIR")
-        if args.steps:
+        if config.steps is not None:
             raise TiclipError("--steps applies to runs, not to --checkpoint")
         outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, args.out, config, log=_log)
     else:
@@ -129,37 +105,20 @@ def run_eval(args) -> int:
 
 
 def run_metrics(args) -> int:
-    from ticlip.eval.matrix import STATIC_SCORES
-    from ticlip.eval.metrics import json_safe, matrix_metrics, static_summary
+    from ticlip.eval.metrics import json_safe, static_summary
+    from ticlip.eval.results import STATIC_SCORES, matrix_files, matrix_metrics, read_static_scores, task_of_matrix_file
 
     path = args.matrix
     if os.path.isdir(path):
-        names = sorted(n for n in os.listdir(path) if n.startswith("matrix_") and n.endswith(".csv"))
-        if not names:
+        files = matrix_files(path)
+        if not files:
             raise TiclipError(f"no matrix_*.csv in {path}: run `ticlip eval` first")
-        out: dict = {n[len("matrix_"):-len(".csv")]: matrix_metrics(os.path.join(path, n)) for n in names}
+        out: dict = {task_of_matrix_file(f): matrix_metrics(f) for f in files}
         static_path = os.path.join(path, STATIC_SCORES)
         if os.path.exists(static_path):
-            S, _, tasks = _read_table(static_path)
+            S, _, tasks = read_static_scores(static_path)
             out["static"] = {t: static_summary(S[:, k]) for k, t in enumerate(tasks)}
     else:
         out = matrix_metrics(path)
     print(json.dumps(json_safe(out), indent=2, ensure_ascii=False))
     return 0
-
-
-def _read_table(path: str):
-    """static_scores.csv: labelled rows × tasks (not square, so not through read_matrix)."""
-    import csv
-
-    import numpy as np
-
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r]
-    tasks = rows[0][1:]
-    try:
-        values = np.array([[float(c) if c.strip() else np.nan for c in r[1:]] for r in rows[1:]], dtype=float)
-        values = values.reshape(len(rows) - 1, len(tasks))
-    except ValueError as e:
-        raise TiclipError(f"{path} is not a table of numbers with a header row: {e}") from None
-    return values, [r[0] for r in rows[1:]], tasks

@@ -11,6 +11,7 @@ on the eval data of step j (TiC-CLIP's convention; avalanche calls the same tabl
 Missing entries (NaN, e.g. a run still being evaluated) are left out of every mean and counted in
 ``missing``; with none missing every number is exactly the formula above.
 Static tasks have one score per model step: ``static_summary`` gives the last step's and the mean.
+Reading E from a CSV file is :mod:`ticlip.eval.results`' job (``read_matrix``, ``matrix_metrics``).
 """
 
 from __future__ import annotations
@@ -111,89 +112,6 @@ def static_summary(scores: Sequence[float]) -> dict:
     }
 
 
-def read_matrix(path: str) -> tuple[np.ndarray, list[str], list[str]]:
-    """Read E from a CSV: plain numbers, or with step labels as header row and/or index column.
-
-    Returns (E, row labels, column labels). Empty cells read as missing (NaN); any other
-    non-numeric cell is an error naming its row and column.
-    """
-    import csv
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise MatrixError(f"no matrix file {path}") from None
-    except UnicodeDecodeError:
-        raise MatrixError(f"{path} is not a UTF-8 CSV file") from None
-    if not rows:
-        raise MatrixError(f"{path} is empty")
-
-    def numeric(cell: str) -> bool:
-        c = cell.strip()
-        if c == "":
-            return True
-        try:
-            float(c)
-            return True
-        except ValueError:
-            return False
-
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    # Labels are recognised by text ("2016", "≤2014" and "model_step" alike can be labels):
-    # a non-numeric cell in the first row / column, or pandas' layout with an empty corner cell;
-    # a file of numbers only has no labels (numeric labels need a corner cell: empty or a word).
-    first_col = [r[0] for r in rows[1:]]
-    has_header = any(not numeric(c) for c in rows[0])
-    has_index = any(not numeric(c) for c in first_col) or (has_header and rows[0][0].strip() == "")
-    if not has_header and not has_index:
-        corner_empty = rows[0][0].strip() == ""
-        if corner_empty and all(c.strip() for c in rows[0][1:]) and all(c.strip() for c in first_col):
-            has_header = has_index = True
-    elif has_header and not has_index and width == len(rows):
-        has_index = True  # "step,2016,2017" over rows "2016,…": labels on both sides
-    header = rows[0] if has_header else None
-    body = rows[1:] if has_header else rows
-    row_labels = [r[0].strip() for r in body] if has_index else [str(i) for i in range(len(body))]
-    cells = [r[1:] if has_index else r for r in body]
-    ncols = width - 1 if has_index else width
-    col_labels = [c.strip() for c in header[1:]] if (header and has_index) else (
-        [c.strip() for c in header] if header else [str(j) for j in range(ncols)]
-    )
-    values = np.full((len(cells), ncols), np.nan)
-    for i, r in enumerate(cells):
-        for j, c in enumerate(r):
-            c = c.strip()
-            if c == "":
-                continue
-            try:
-                values[i, j] = float(c)
-            except ValueError:
-                raise MatrixError(
-                    f"{path}: cell at row {row_labels[i]!r}, column {col_labels[j]!r} is not a number: {c!r}"
-                ) from None
-    try:
-        as_matrix(values)
-    except MatrixError as e:
-        hint = ""
-        if not has_header or not has_index:
-            hint = (" (step labels need both a header row and an index column, with an empty or "
-                    "non-numeric corner cell, e.g. 'model_step,2016,2017')")
-        raise MatrixError(f"{path}: {e}{hint}") from None
-    return values, row_labels, col_labels
-
-
-def matrix_metrics(path: str) -> dict:
-    """``transfer_metrics`` of the matrix in a CSV, with its step labels (what `ticlip metrics` prints)."""
-    E, rows, cols = read_matrix(path)
-    out = transfer_metrics(E)
-    out["labels"] = cols
-    if rows != cols and all(not r.isdigit() for r in rows):
-        out["row_labels"] = rows
-    return out
-
-
 def json_safe(obj):
     """NaN → None, recursively, so results print as strict JSON."""
     if isinstance(obj, float) and math.isnan(obj):
@@ -214,8 +132,6 @@ __all__ = [
     "forward_transfer_normalised",
     "in_domain",
     "json_safe",
-    "matrix_metrics",
-    "read_matrix",
     "static_summary",
     "transfer_metrics",
 ]

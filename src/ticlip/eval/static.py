@@ -383,13 +383,28 @@ LOADERS: dict[str, Callable[[dict, LoaderContext], Any]] = {
     "image_captions": load_image_captions,
 }
 
+# The task kind each loader's data serves (a task table entry must agree).
+LOADER_KINDS: dict[str, str] = {
+    "fashion_mnist": "zeroshot_classification",
+    "sklearn_digits": "zeroshot_classification",
+    "emoji_groups": "zeroshot_classification",
+    "image_folder": "zeroshot_classification",
+    "wds": "zeroshot_classification",
+    "image_captions": "retrieval",
+}
+
 PATH_OPTIONS = ("root", "images", "captions", "classnames", "font")
 
 
-def load_task_data(spec, ctx: LoaderContext):
-    """Run ``spec``'s loader with its path options expanded; applies ``max_samples`` if given."""
-    from ticlip.eval.tasks import resolve_path
+def resolve_path(value: str, data_dir: str | None = None) -> str:
+    """Expand {data_dir}, ~ and $VARS in a path option."""
+    base = data_dir or os.environ.get("TICLIP_DATA_DIR") or "data"
+    return os.path.expanduser(os.path.expandvars(str(value).replace("{data_dir}", base)))
 
+
+def load_task_data(spec, ctx: LoaderContext):
+    """Run ``spec``'s loader (a TaskSpec: ``loader``, ``options``) with its path options expanded;
+    applies ``max_samples`` if given."""
     options = dict(spec.options)
     for k in PATH_OPTIONS:
         if k in options and isinstance(options[k], str) and not (k == "classnames" and options[k] == "imagenet"):
@@ -406,8 +421,10 @@ __all__ = [
     "ClassificationData",
     "ImageFiles",
     "LOADERS",
+    "LOADER_KINDS",
     "LoaderContext",
     "RetrievalData",
     "TaskDataMissing",
     "load_task_data",
+    "resolve_path",
 ]

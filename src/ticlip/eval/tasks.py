@@ -1,15 +1,15 @@
 """The task registry: a declarative table (``tasklist.yaml``, shipped with ticlip) of what
 `ticlip eval` scores, optionally extended or overridden by a user's YAML file of the same layout.
+Each entry is a :class:`TaskSpec` (a schema: unknown keys and bad values are one-line errors).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
-from ticlip.errors import TiclipError
+from ticlip.eval.static import LOADER_KINDS, LOADERS, resolve_path
+from ticlip.schema import ConfigError, Field, Schema, field_validator, read_yaml_mapping
 
 DYNAMIC_KINDS = ("dynamic_retrieval", "dynamic_classification")
 STATIC_KINDS = ("zeroshot_classification", "retrieval")
@@ -20,25 +20,46 @@ MAIN_METRIC = {
     "dynamic_classification": "acc1",
     "zeroshot_classification": "acc1",
 }
+Kind = Literal["dynamic_retrieval", "dynamic_classification", "zeroshot_classification", "retrieval"]
 
 
-class TaskError(TiclipError, ValueError):
+class TaskError(ConfigError):
     """A task table entry is malformed, or a task name is unknown."""
 
 
-@dataclass
-class TaskSpec:
-    """One row of the task table."""
+class TaskSpec(Schema):
+    """One row of the task table (its key in the table is ``name``)."""
 
-    name: str
-    kind: str
-    eval_set: str | None = None  # dynamic tasks: the stream's eval set name
-    subtree: str | None = None  # dynamic classification: WordNet synset id restricting the classes
-    loader: str | None = None  # static tasks: a loader name in ticlip.eval.static.LOADERS
-    options: dict[str, Any] = field(default_factory=dict)
-    templates: Any = None  # name or list of "{c}" strings; None: the loader's, else "photo"
-    default: bool = True
-    description: str = ""
+    name: str = Field(description="the task's name (its key in the table)")
+    kind: Kind = Field(description="what is scored and how (see tasklist.yaml)")
+    eval_set: str | None = Field(None, validate_default=True, description="dynamic tasks: the stream's eval set name")
+    subtree: str | None = Field(None, description="dynamic classification: WordNet synset id restricting the classes")
+    loader: str | None = Field(None, validate_default=True,
+                               description="static tasks: a loader name in ticlip.eval.static.LOADERS")
+    options: dict[str, Any] = Field(default_factory=dict, description="the loader's options (paths may use {data_dir})")
+    templates: str | list[str] | None = Field(
+        None, description="template set name or a list of '{c}' strings (none: the loader's, else 'photo')")
+    default: bool = Field(True, description="part of the default selection")
+    description: str = Field("", description="one line shown by --list-tasks")
+
+    @field_validator("eval_set")
+    @classmethod
+    def _eval_set_for_dynamic_kinds(cls, value, info):
+        kind = info.data.get("kind")
+        if kind in DYNAMIC_KINDS and not value:
+            raise ValueError(f"a {kind} task needs eval_set (the stream's eval set name)")
+        return value
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_for_static_kinds(cls, value, info):
+        kind = info.data.get("kind")
+        if kind in STATIC_KINDS:
+            if value not in LOADERS:
+                raise ValueError(f"a {kind} task needs a loader, one of {', '.join(sorted(LOADERS))}")
+            if LOADER_KINDS[value] != kind:
+                raise ValueError(f"loader {value!r} gives {LOADER_KINDS[value]} data, not {kind}")
+        return value
 
     @property
     def dynamic(self) -> bool:
@@ -49,26 +70,16 @@ class TaskSpec:
         return MAIN_METRIC[self.kind]
 
     @classmethod
-    def from_dict(cls, name: str, d: dict) -> "TaskSpec":
-        if not isinstance(d, dict):
-            raise TaskError(f"task {name!r}: expected a mapping, got {type(d).__name__}")
-        known = set(cls.__dataclass_fields__) - {"name"}
-        unknown = set(d) - known
-        if unknown:
-            raise TaskError(f"task {name!r}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-        spec = cls(name=name, **d)
-        if spec.kind not in KINDS:
-            raise TaskError(f"task {name!r}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
-        if spec.dynamic and not spec.eval_set:
-            raise TaskError(f"task {name!r}: a {spec.kind} task needs eval_set (the stream's eval set name)")
-        if not spec.dynamic:
-            from ticlip.eval.static import LOADERS
-
-            if spec.loader not in LOADERS:
-                raise TaskError(f"task {name!r}: loader {spec.loader!r} is not one of {', '.join(sorted(LOADERS))}")
-        if not isinstance(spec.options, dict):
-            raise TaskError(f"task {name!r}: options must be a mapping")
-        return spec
+    def from_entry(cls, name: str, entry: Any, *, origin: str = "task table") -> "TaskSpec":
+        """The table entry ``entry`` (a mapping without ``name``) of task ``name``; TaskError if malformed."""
+        if not isinstance(entry, dict):
+            raise TaskError(f"{origin}: task {name!r}: expected a mapping, got {type(entry).__name__}")
+        if "name" in entry:
+            raise TaskError(f"{origin}: task {name!r}: unknown key 'name' (the task's name is its key in the table)")
+        try:
+            return cls.load({**entry, "name": name}, source=f"{origin}: task {name!r}")
+        except ConfigError as e:
+            raise TaskError(str(e)) from None
 
 
 def _parse(table: Any, origin: str) -> dict[str, TaskSpec]:
@@ -76,7 +87,7 @@ def _parse(table: Any, origin: str) -> dict[str, TaskSpec]:
         return {}
     if not isinstance(table, dict):
         raise TaskError(f"{origin}: expected a mapping of task name -> fields")
-    return {str(name): TaskSpec.from_dict(str(name), d) for name, d in table.items()}
+    return {str(name): TaskSpec.from_entry(str(name), d, origin=origin) for name, d in table.items()}
 
 
 def builtin_tasks() -> dict[str, TaskSpec]:
@@ -88,17 +99,12 @@ def builtin_tasks() -> dict[str, TaskSpec]:
 
 def load_tasks(task_file: str | None = None) -> dict[str, TaskSpec]:
     """The built-in table, with the entries of ``task_file`` added (same name: replaced)."""
-    import yaml
-
     tasks = builtin_tasks()
     if task_file:
-        if not os.path.exists(task_file):
-            raise TaskError(f"no task file {task_file}")
         try:
-            with open(task_file, encoding="utf-8") as f:
-                table = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise TaskError(f"{task_file} is not valid YAML: {e}") from None
+            table = read_yaml_mapping(task_file)
+        except ConfigError as e:
+            raise TaskError(str(e)) from None
         tasks.update(_parse(table, task_file))
     return tasks
 
@@ -122,15 +128,10 @@ def select_tasks(tasks: dict[str, TaskSpec], names: list[str] | None) -> list[Ta
     return [tasks[n] for n in tasks if n in chosen]
 
 
-def resolve_path(value: str, data_dir: str | None = None) -> str:
-    """Expand {data_dir}, ~ and $VARS in a path option."""
-    base = data_dir or os.environ.get("TICLIP_DATA_DIR") or "data"
-    return os.path.expanduser(os.path.expandvars(str(value).replace("{data_dir}", base)))
-
-
 __all__ = [
     "DYNAMIC_KINDS",
     "KINDS",
+    "MAIN_METRIC",
     "STATIC_KINDS",
     "TaskError",
     "TaskSpec",

@@ -1,6 +1,6 @@
 """Reading finished runs for reports, and grouping runs of one method over seeds.
 
-A run directory holds (see ticlip.run_layout and ticlip.eval.matrix):
+A run directory holds (see ticlip.run_layout; the result files are read through ticlip.eval.results):
 
     run.json             RunInfo: name, stream, model, method, seed, steps (labels, MACs)
     matrix_<task>.csv    E for a dynamic task, step labels as header and index
@@ -12,9 +12,6 @@ Only run.json is required; a run without any matrix or static score is an error 
 
 from __future__ import annotations
 
-import csv
-import glob
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,11 +20,16 @@ import numpy as np
 
 from ticlip.errors import TiclipError
 from ticlip.eval.metrics import MatrixError, as_matrix, static_summary, transfer_metrics
+from ticlip.eval.results import (
+    MATRIX_GLOB,
+    STATIC_SCORES,
+    matrix_files,
+    read_static_scores,
+    read_table,
+    task_names,
+    task_of_matrix_file,
+)
 from ticlip.run_layout import RunInfo
-
-MATRIX_GLOB = "matrix_*.csv"
-STATIC_SCORES = "static_scores.csv"
-EVAL_LOG = "eval.jsonl"
 
 
 class ReportError(TiclipError):
@@ -60,36 +62,13 @@ class RunResults:
         return float(max(done)) if done else math.nan
 
 
-def _read_labelled_csv(path: str) -> tuple[list[str], list[str], np.ndarray]:
-    """(row labels, column labels, values) of a CSV with a header row and an index column."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
-    except UnicodeDecodeError:
-        raise ReportError(f"{path} is not a UTF-8 CSV file") from None
-    if len(rows) < 2 or len(rows[0]) < 2:
-        raise ReportError(f"{path}: expected a header row of step labels and one row per model step")
-    cols = [c.strip() for c in rows[0][1:]]
-    row_labels, values = [], np.full((len(rows) - 1, len(cols)), np.nan)
-    for i, r in enumerate(rows[1:]):
-        row_labels.append(r[0].strip())
-        if len(r) - 1 > len(cols):
-            raise ReportError(f"{path}: row {r[0]!r} has {len(r) - 1} values for {len(cols)} columns")
-        for j, cell in enumerate(r[1:]):
-            cell = cell.strip()
-            if cell in ("", "nan", "NaN"):
-                continue
-            try:
-                values[i, j] = float(cell)
-            except ValueError:
-                raise ReportError(f"{path}: row {r[0]!r}, column {cols[j]!r} is not a number: {cell!r}") from None
-    return row_labels, cols, values
-
-
 def read_matrix_csv(path: str) -> tuple[np.ndarray, list[str]]:
     """E from ``matrix_<task>.csv``, made square over the eval steps: model steps not evaluated yet
     (a run still training) become NaN rows. Rows must be a subset of the columns' step labels."""
-    rows, cols, values = _read_labelled_csv(path)
+    try:
+        values, rows, cols = read_table(path)
+    except MatrixError as e:
+        raise ReportError(str(e)) from None
     if len(set(cols)) != len(cols):
         raise ReportError(f"{path}: repeated step labels in the header")
     if rows == cols:
@@ -110,38 +89,15 @@ def read_matrix_csv(path: str) -> tuple[np.ndarray, list[str]]:
         raise ReportError(f"{path}: {e}") from None
 
 
-def _task_names_from_log(run_dir: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(matrix file name -> task name, task -> main metric) from eval.jsonl, when it exists."""
-    from ticlip.eval.matrix import matrix_filename
-
-    files, metrics = {}, {}
-    path = os.path.join(run_dir, EVAL_LOG)
-    if not os.path.exists(path):
-        return files, metrics
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted write; the evaluator reports those
-            task = rec.get("task")
-            if isinstance(task, str):
-                files[matrix_filename(task)] = task
-                if rec.get("metric"):
-                    metrics[task] = str(rec["metric"])
-    return files, metrics
-
-
 def load_run(run_dir: str) -> RunResults:
     """Read one run's results (see the module docstring)."""
     if not os.path.isdir(run_dir):
         raise ReportError(f"no run directory {run_dir}")
     info = RunInfo.load(run_dir)
     res = RunResults(run_dir=run_dir, info=info)
-    names, res.metric_names = _task_names_from_log(run_dir)
-    for path in sorted(glob.glob(os.path.join(run_dir, MATRIX_GLOB))):
-        base = os.path.basename(path)
-        task = names.get(base, base[len("matrix_"):-len(".csv")])
+    names, res.metric_names = task_names(run_dir)
+    for path in matrix_files(run_dir):
+        task = task_of_matrix_file(path, names)
         E, labels = read_matrix_csv(path)
         if res.labels and labels != res.labels:
             raise ReportError(f"{path}: step labels {labels} differ from the run's other matrices {res.labels}")
@@ -149,7 +105,10 @@ def load_run(run_dir: str) -> RunResults:
         res.matrices[task] = E
     static_path = os.path.join(run_dir, STATIC_SCORES)
     if os.path.exists(static_path):
-        rows, tasks, values = _read_labelled_csv(static_path)
+        try:
+            values, rows, tasks = read_static_scores(static_path)
+        except MatrixError as e:
+            raise ReportError(str(e)) from None
         order = res.labels or [s.label for s in sorted(info.steps, key=lambda s: s.index)]
         if not res.labels:
             res.labels = list(order)

@@ -13,7 +13,6 @@ Output (all written atomically; see docs/REPORTS.md):
 from __future__ import annotations
 
 import html
-import json
 import math
 import os
 import re
@@ -23,6 +22,7 @@ import numpy as np
 
 from ticlip.atomic import write_text_atomic
 from ticlip.eval.metrics import json_safe
+from ticlip.eval.results import REPORT_HTML, REPORT_SUMMARY, REPORT_TABLE_CSV, REPORT_TABLE_MD, write_summary
 from ticlip.report import plots
 from ticlip.report.html import Figure, Section, render_page
 from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs
@@ -97,12 +97,9 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
             warnings.append(f"{g.label}: tasks {', '.join(missing)} are not in every run and are left out of the comparison")
 
     table = summary_table(groups)
-    md_path = write_text_atomic(os.path.join(out_dir, "table.md"), table.to_markdown())
-    csv_path = write_text_atomic(os.path.join(out_dir, "table.csv"), table.to_csv())
-    summary_path = write_text_atomic(
-        os.path.join(out_dir, "summary.json"),
-        json.dumps(_summary_json(groups, dynamic, static), indent=2, ensure_ascii=False) + "\n",
-    )
+    md_path = write_text_atomic(os.path.join(out_dir, REPORT_TABLE_MD), table.to_markdown())
+    csv_path = write_text_atomic(os.path.join(out_dir, REPORT_TABLE_CSV), table.to_csv())
+    summary_path = write_summary(os.path.join(out_dir, REPORT_SUMMARY), _summary_json(groups, dynamic, static))
 
     sections: list[Section] = []
     files: list[str] = []
@@ -166,12 +163,13 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         "± is the sample standard deviation over seeds.</p>"
         + "".join(f'<p class="warn">warning: {e(w)}</p>' for w in warnings)
         + "<h2>Summary (TiC-CLIP Table 2 layout)</h2>" + table.to_html()
-        + '<p class="note">Also as <a href="table.md">table.md</a> and <a href="table.csv">table.csv</a>.</p>'
+        + f'<p class="note">Also as <a href="{REPORT_TABLE_MD}">{REPORT_TABLE_MD}</a> and '
+        f'<a href="{REPORT_TABLE_CSV}">{REPORT_TABLE_CSV}</a>.</p>'
         + "<h2>Runs</h2><table><thead><tr><th>run</th><th>method</th><th>seed</th><th>model</th><th>stream</th>"
         + f"<th>steps trained</th></tr></thead><tbody>{run_rows}</tbody></table>"
     )
     page = render_page(title or f"ticlip report: {', '.join(g.label for g in groups)}", intro, sections)
-    html_path = write_text_atomic(os.path.join(out_dir, "report.html"), page)
+    html_path = write_text_atomic(os.path.join(out_dir, REPORT_HTML), page)
     return ReportFiles(out_dir, html_path, md_path, csv_path, summary_path, files, warnings)
 
 

@@ -95,7 +95,7 @@ def test_bad_budgets_are_refused(kwargs):
         Budget(**args)
 
 
-def test_oracle_lwf_ewc_patching_accounting():
+def test_oracle_lwf_ewc_patching_accounting(toy_stream):
     b = Budget(1e12, 4, 1e6, 100)
     for t in range(4):
         s = b.plan_step(get_method("oracle"), t)
@@ -109,8 +109,11 @@ def test_oracle_lwf_ewc_patching_accounting():
         ewc = b.plan_step(get_method("ewc", fisher_batches=3, fisher_batch_size=50), t)
         assert ewc.extra_macs_estimate == 150 * 1e6
         assert ewc.overrun == pytest.approx(150 * 1e6 / 2.5e11)
-        pat = b.plan_step(get_method("patching", alphas="0,0.5,1"), t, eval_pairs=40)
-        assert pat.extra_macs_estimate == (3 * 40 * 1e6 if t else 0.0)
+        # patching counts its own held-out pairs: 16 retrieval pairs per earlier step of the toy stream
+        pat = b.plan_step(get_method("patching", alphas="0,0.5,1"), t, stream=toy_stream)
+        assert pat.extra_macs_estimate == 3 * 16 * t * 1e6 and pat.cost.extra_pairs == 3 * 16 * t
+        blind = b.plan_step(get_method("patching", alphas="0,0.5,1"), t)  # no stream: not estimated, said so
+        assert blind.extra_macs_estimate == 0.0 and bool(blind.cost.note) == (t > 0)
     oracle_total = sum(s.total_macs for s in b.plan(get_method("oracle")))
     assert oracle_total == pytest.approx(2.5 * b.total_macs)  # (1+2+3+4)/4 for T = 4
     with pytest.raises(BudgetError):
@@ -150,6 +153,10 @@ def test_budget_cli(capsys):
                 .replace(",", ""))
     assert abs(total - 20_000) < 400
     assert "lwf" in out and "100%" in out  # LwF's starred overrun
+    main(["budget", "--model", "ticlip-tiny-32", "--total-macs", "1e12", "--batch-size", "8", "--steps", "3",
+          "--method", "all"])
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(")]
+    assert len(notes) == 1 and "patching" in notes[0] and "held-out" in notes[0]  # the method's own note, once
 
 
 def test_budget_cli_json_and_errors(capsys):

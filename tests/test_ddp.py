@@ -15,6 +15,7 @@ SCRIPT = textwrap.dedent('''
     import hashlib, json, os, sys
     import torch
     from ticlip.config import TrainConfig
+    from ticlip.methods.base import StepOutcome
     from ticlip.methods.sequential import Sequential
     from ticlip.train.run import train_run
 
@@ -37,7 +38,7 @@ SCRIPT = textwrap.dedent('''
             with open(os.path.join(self.out, f"rank{rank}-step{ctx.step}.json"), "w") as f:
                 json.dump({"params": digest(ctx.model.state_dict()), "batches": self.seen}, f)
             self.seen = []
-            return {}
+            return StepOutcome()
 
     stream, logs, out = sys.argv[1:4]
     cfg = TrainConfig(stream=stream, logs=logs, name="ddp", method="sequential", iterations_per_step=3,

@@ -5,7 +5,9 @@ The issue's "t=3"/"t=4" are 1-based; plans take 0-based step indices (paper t=4 
 import pytest
 
 from ticlip.errors import TiclipError
-from ticlip.methods import METHODS, MethodError, get_method, list_methods, method_params
+from ticlip.methods import (METHODS, BufferSource, MethodError, StepSource, check_method_params, get_method,
+                            list_methods, method_params)
+from ticlip.schema import ConfigError
 
 # unequal steps, large enough that no old step runs short for the -exp/-equal buffers
 SIZES = [4000, 3000, 2000, 1200]
@@ -35,7 +37,7 @@ def test_registry():
         get_method("replay-everything")
     with pytest.raises(MethodError, match="no parameter"):
         get_method("sequential", lam=1.0)
-    with pytest.raises(MethodError, match="should be like"):
+    with pytest.raises(MethodError, match="fisher_batches.*'many'"):
         get_method("ewc", fisher_batches="many")
     with pytest.raises(TiclipError):
         get_method("patching", alphas=(0.0, 1.5))
@@ -54,9 +56,10 @@ def test_from_scratch_methods_train_on_everything(name):
     m = get_method(name)
     for t in range(4):
         plan = m.plan(t, SIZES)
-        assert plan.init == "random"
+        assert plan.init == "initial"
         assert pairs(plan) == {j: SIZES[j] for j in range(t + 1)}
-        assert plan.compute_multiplier == (t + 1 if name == "oracle" else 1)
+        assert all(isinstance(s, StepSource) for s in plan.sources)  # every pair of every step
+        assert m.compute_multiplier(t) == (t + 1 if name == "oracle" else 1)
         check_weights(plan)
 
 
@@ -65,9 +68,9 @@ def test_new_data_only_methods(name):
     m = get_method(name)
     for t in range(4):
         plan = m.plan(t, SIZES)
-        assert plan.init == ("random" if t == 0 else "previous")
+        assert plan.init == ("initial" if t == 0 else "previous")
         assert pairs(plan) == {t: SIZES[t]}
-        assert plan.compute_multiplier == 1
+        assert m.compute_multiplier(t) == 1
         check_weights(plan)
 
 
@@ -75,9 +78,9 @@ def test_cumulative_all():
     m = get_method("cumulative-all")
     for t in range(4):
         plan = m.plan(t, SIZES)
-        assert plan.init == ("random" if t == 0 else "previous")
+        assert plan.init == ("initial" if t == 0 else "previous")
         assert pairs(plan) == {j: SIZES[j] for j in range(t + 1)}
-        assert plan.compute_multiplier == 1
+        assert m.compute_multiplier(t) == 1
         check_weights(plan)
 
 
@@ -94,7 +97,8 @@ def test_cumulative_exp_halves_old_data_per_step():
         plan = m.plan(t, SIZES)
         old = sum(p for j, p in pairs(plan).items() if j < t)
         assert old == SIZES[t]  # D old pairs
-        assert plan.init == "previous" and plan.compute_multiplier == 1
+        assert plan.init == "previous" and m.compute_multiplier(t) == 1
+        assert [type(s) for s in plan.sources] == [BufferSource] * t + [StepSource]  # old: buffers; new: all
         check_weights(plan)
 
 
@@ -146,3 +150,25 @@ def test_plans_drive_the_stream_pipeline(toy_stream):
     small = {k for k in keys if stable_fraction("3/2019", k) < 0.25}
     large = {k for k in keys if stable_fraction("3/2019", k) < 0.5}
     assert small <= large
+
+
+def test_parameter_schema_errors_name_method_key_and_what_is_accepted():
+    assert check_method_params("ewc", {"lambda": "5", "fisher-batches": "2"}, source="x.yaml") == {
+        "lam": 5.0, "gamma": 1.0, "fisher_batches": 2, "fisher_batch_size": 64}
+    assert check_method_params("patching", {"alphas": "0,0.5,1"}, source="x")["alphas"] == (0.0, 0.5, 1.0)
+    with pytest.raises(ConfigError) as e:
+        check_method_params("lwf", {"lamda": 1}, source="exp.yaml: method_params.lwf")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("exp.yaml: method_params.lwf: ")
+    assert "lwf" in msg and "'lamda'" in msg and "lam=1.0" in msg and "temperature=1.0" in msg
+    with pytest.raises(ConfigError, match=r"^src: .*gamma.*'lots'"):
+        check_method_params("ewc", {"gamma": "lots"}, source="src")
+    with pytest.raises(ConfigError, match=r"gamma"):
+        check_method_params("ewc", {"gamma": 2}, source="src")  # outside [0, 1]
+    with pytest.raises(ConfigError, match="^y: unknown method 'lwff'"):
+        check_method_params("lwff", {}, source="y")
+    with pytest.raises(ConfigError, match="alphas"):
+        check_method_params("patching", {"alphas": "0,2"}, source="z")
+    for name in list_methods():  # every method's defaults validate through its own schema
+        assert check_method_params(name, {}, source="defaults") == method_params(name)
+        assert get_method(name).params == method_params(name)

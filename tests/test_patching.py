@@ -1,11 +1,15 @@
 """Patching's coefficient search on models whose ranking is known: one is fitted to the held-out
-pairs of the earlier step (what patching scores), the other is a fresh random init."""
+pairs of the earlier step (what patching scores), the other is a fresh random init. Scores come from
+the evaluator's shared scorer (``ticlip.eval.scorers.score_retrieval``), handed over in the context."""
+
+import functools
 
 import pytest
 import torch
 
-from ticlip.methods import StepContext, get_method
-from ticlip.methods.patching import _mean_recall_at_1, interpolate
+from ticlip.eval.scorers import score_retrieval
+from ticlip.methods import MethodContext, StepBudgetFacts, StepCost, get_method
+from ticlip.methods.patching import interpolate
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +26,7 @@ def models(toy_stream):
         es = toy_stream.eval_set(0)
         images = torch.stack([bundle.preprocess_val(im) for im in es.images])
         texts = bundle.tokenizer(list(es.captions))
+        captions = list(es.captions)
         model = bundle.model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         loss_fn = ClipLoss()
@@ -33,20 +38,26 @@ def models(toy_stream):
             opt.step()
         good = {k: v.detach().clone() for k, v in model.state_dict().items()}
         bad = {k: v.detach().clone() for k, v in create_model("ticlip-tiny-32", seed=1).model.state_dict().items()}
-        yield bundle, good, bad, (images, texts)
+        yield bundle, good, bad, (images, captions)
     finally:
         torch.set_num_threads(threads)
 
 
 def score(bundle, state, held_out):
     bundle.model.load_state_dict(state)
-    return _mean_recall_at_1(bundle.model, *held_out)
+    pixels, captions = held_out
+    return score_retrieval(bundle.model, pixels, captions, bundle.tokenizer)["mean_recall@1"]
 
 
-def run_patching(toy_stream, bundle, prev, new, **params):
+def context(toy_stream, bundle, step=1, scorer=None):
+    return MethodContext(step=step, stream=toy_stream, model=bundle.model, tokenizer=bundle.tokenizer,
+                         eval_transform=bundle.preprocess_val, budget=StepBudgetFacts(macs_per_pair=1e6),
+                         score_retrieval=scorer or functools.partial(score_retrieval, tokenizer=bundle.tokenizer))
+
+
+def run_patching(toy_stream, bundle, prev, new, scorer=None, **params):
     method = get_method("patching", **params)
-    ctx = StepContext(step=1, stream=toy_stream, model=bundle.model, tokenizer=bundle.tokenizer,
-                      eval_transform=bundle.preprocess_val)
+    ctx = context(toy_stream, bundle, scorer=scorer)
     bundle.model.load_state_dict(prev)
     method.begin_step(ctx)  # remembers prev as the last patched model
     bundle.model.load_state_dict(new)  # "training" produced new
@@ -62,27 +73,43 @@ def test_the_known_ranking_holds(models):
 def test_search_picks_the_better_model(toy_stream, models, good_is_new):
     bundle, good, bad, held_out = models
     prev, new = (bad, good) if good_is_new else (good, bad)
-    _, info = run_patching(toy_stream, bundle, prev, new, alphas="0,1")
-    assert info["alpha"] == (1.0 if good_is_new else 0.0)
+    _, out = run_patching(toy_stream, bundle, prev, new, alphas="0,1")
+    assert out.facts["alpha"] == (1.0 if good_is_new else 0.0)
     final = bundle.model.state_dict()
     assert all(torch.equal(final[k], good[k]) for k in good)  # the model in place is the chosen one
-    assert info["extra_macs"] > 0
+    assert out.cost == StepCost(extra_pairs=2 * 16)
 
 
 def test_grid_search_interpolates_and_charges(toy_stream, models):
-    from ticlip.train.budget import macs_per_pair
-
     bundle, good, bad, held_out = models
-    method, info = run_patching(toy_stream, bundle, good, bad, alphas="0,0.25,0.5,0.75,1")
-    scores = {float(a): s for a, s in info["alpha_scores"].items()}
-    assert len(scores) == 5 and scores[info["alpha"]] == max(scores.values())
+    method, out = run_patching(toy_stream, bundle, good, bad, alphas="0,0.25,0.5,0.75,1")
+    scores = {float(a): s for a, s in out.facts["alpha_scores"].items()}
+    assert len(scores) == 5 and scores[out.facts["alpha"]] == max(scores.values())
     assert scores[0.0] > scores[1.0]
-    expected = interpolate(good, bad, info["alpha"])
+    expected = interpolate(good, bad, out.facts["alpha"])
     final = bundle.model.state_dict()
     assert all(torch.allclose(final[k], expected[k]) for k in expected)
-    # 5 coefficients x 16 held-out pairs of step 0, one forward each
-    assert info["extra_macs"] == pytest.approx(5 * 16 * macs_per_pair("ticlip-tiny-32"))
-    assert method.extra_macs_estimate(1, 0.0, macs_per_pair("ticlip-tiny-32"), eval_pairs=16) == info["extra_macs"]
+    # 5 coefficients x 16 held-out pairs of step 0, one forward each; the estimate counts the same
+    assert out.cost == StepCost(extra_pairs=5 * 16) == method.estimate_cost(1, toy_stream)
+    assert method.estimate_cost(0, toy_stream) == StepCost()  # step 0 is not patched
+    assert method.estimate_cost(1).note and method.estimate_cost(1).extra_pairs == 0  # no stream: says so
+
+
+def test_the_scorer_in_the_context_is_what_picks_alpha(toy_stream, models):
+    """Patching ranks coefficients by the context's scorer's mean_recall@1 and nothing else."""
+    bundle, good, bad, _ = models
+    marker = next(k for k, v in good.items() if v.is_floating_point() and v.numel() > 1)
+    calls = []
+
+    def scorer(model, pixels, captions, *, batch_size):
+        # a made-up metric: prefer the model whose marker entry is closest to 0.3 good + 0.7 bad
+        target = interpolate(good, bad, 0.7)[marker]
+        calls.append((len(pixels), len(captions), batch_size))
+        return {"mean_recall@1": -float((model.state_dict()[marker] - target).abs().sum())}
+
+    _, out = run_patching(toy_stream, bundle, good, bad, scorer=scorer, alphas="0,0.3,0.7,1", eval_batch_size=5)
+    assert out.facts["alpha"] == 0.7
+    assert calls == [(16, 16, 5)] * 4  # each coefficient scored once on step 0's held-out set
 
 
 def test_interpolation_formula(models):
@@ -96,11 +123,10 @@ def test_interpolation_formula(models):
 def test_step_zero_is_not_patched_and_state_survives_a_resume(toy_stream, models):
     bundle, good, bad, _ = models
     method = get_method("patching")
-    ctx = StepContext(step=0, stream=toy_stream, model=bundle.model, tokenizer=bundle.tokenizer,
-                      eval_transform=bundle.preprocess_val)
+    ctx = context(toy_stream, bundle, step=0)
     bundle.model.load_state_dict(bad)
     method.begin_step(ctx)
-    assert method.end_step(ctx)["alpha"] == 1.0
+    assert method.end_step(ctx).facts["alpha"] == 1.0
     assert all(torch.equal(bundle.model.state_dict()[k], bad[k]) for k in bad)
     # resume mid-step 1: a fresh method object restored from state_dict patches the same way
     m1, info1 = run_patching(toy_stream, bundle, good, bad, alphas="0,1")
@@ -109,17 +135,18 @@ def test_step_zero_is_not_patched_and_state_survives_a_resume(toy_stream, models
     m2.load_state_dict(saved)
     bundle.model.load_state_dict(bad)
     ctx.step = 1
-    assert m2.end_step(ctx)["alpha"] == info1["alpha"] == 0.0
+    assert m2.end_step(ctx).facts["alpha"] == info1.facts["alpha"] == 0.0
 
 
 def test_ema_merge_uses_a_fixed_coefficient(toy_stream, models):
     bundle, good, bad, _ = models
     method = get_method("ema-merge", alpha=0.25)
-    ctx = StepContext(step=2, stream=toy_stream, model=bundle.model)
+    ctx = MethodContext(step=2, stream=toy_stream, model=bundle.model)  # no scorer needed
     bundle.model.load_state_dict(good)
     method.begin_step(ctx)
     bundle.model.load_state_dict(bad)
-    info = method.end_step(ctx)
-    assert info["alpha"] == 0.25 and info["extra_macs"] == 0.0
+    out = method.end_step(ctx)
+    assert out.facts == {"alpha": 0.25, "alpha_scores": {}} and out.cost == StepCost()
+    assert method.estimate_cost(2, toy_stream) == StepCost()
     expected = interpolate(good, bad, 0.25)
     assert all(torch.allclose(bundle.model.state_dict()[k], expected[k]) for k in expected)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ticlip.methods import StepContext, get_method
+from ticlip.methods import MethodContext, StepCost, get_method
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def nudge(model, scale=0.05, seed=0):
 
 
 def ctx_for(step, toy_stream, bundle):
-    return StepContext(step=step, stream=toy_stream, model=bundle.model, tokenizer=bundle.tokenizer,
+    return MethodContext(step=step, stream=toy_stream, model=bundle.model, tokenizer=bundle.tokenizer,
                        eval_transform=bundle.preprocess_val, seed=0)
 
 
@@ -59,7 +59,9 @@ def test_lwf_does_nothing_on_the_first_step(toy_stream, bundle, batch):
     lwf.begin_step(ctx_for(0, toy_stream, bundle))
     images, texts = batch
     assert lwf.extra_loss(bundle.model, images, texts, bundle.model(images, texts)) is None
-    assert lwf.extra_macs_estimate(0, 1e9, 1e3) == 0.0 and lwf.extra_macs_estimate(1, 1e9, 1e3) == 1e9
+    assert lwf.estimate_cost(0) == StepCost()
+    assert lwf.estimate_cost(1) == StepCost(extra_forward_passes_per_pair=1.0)
+    assert lwf.estimate_cost(1).extra_macs(1e9, 1e3) == 1e9  # one more forward per training pair
 
 
 def test_symmetric_kl_is_both_directions():
@@ -78,17 +80,15 @@ def test_symmetric_kl_is_both_directions():
 
 # ---------------------------------------------------------------------------------------- EWC
 def test_ewc_penalty_zero_at_anchor_positive_after_change(toy_stream, bundle, batch):
-    from ticlip.train.budget import macs_per_pair
-
     model = bundle.model
     ewc = get_method("ewc", lam=10.0, fisher_batches=2, fisher_batch_size=16)
     ctx = ctx_for(0, toy_stream, bundle)
     images, texts = batch
     assert ewc.extra_loss(model, images, texts, {}) is None  # nothing consolidated yet
-    info = ewc.end_step(ctx)
-    assert info["fisher_pairs"] == 32
-    assert info["extra_macs"] == pytest.approx(32 * macs_per_pair("ticlip-tiny-32"))
-    assert ewc.extra_macs_estimate(0, 0.0, macs_per_pair("ticlip-tiny-32")) == info["extra_macs"]
+    out = ewc.end_step(ctx)
+    assert out.facts["fisher_pairs"] == 32
+    assert out.cost == StepCost(extra_pairs=32) == ewc.estimate_cost(0)
+    assert out.cost.end_macs(1e3) == 32e3
     assert all(p.grad is None for p in model.parameters())  # the Fisher pass leaves no gradients behind
     assert all((f >= 0).all() for f in ewc.fisher.values()) and sum(f.sum() for f in ewc.fisher.values()) > 0
     assert ewc.extra_loss(model, images, texts, {}).item() == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ticlip.methods.base import Method, StepPlan
+from ticlip.schema import Field, Schema
 from ticlip.methods.replay import all_buffer, equal_buffer, exp_buffer, make_plan
 from ticlip.methods.sequential import warm_init
 
@@ -12,8 +13,12 @@ class CumulativeAll(Method):
 
     name = "cumulative-all"
 
-    def __init__(self, seed: int = 0):
-        self.seed = seed
+    class Params(Schema):
+        seed: int = Field(0, description="seed of the stable random replay subsets (fixed across steps)")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.seed = self.params["seed"]
 
     def plan(self, t: int, step_sizes: list[int]) -> StepPlan:
         return make_plan(t, step_sizes, all_buffer(t, step_sizes), init=warm_init(t), subset_seed=self.seed)

@@ -6,7 +6,7 @@ batches of ``fisher_batch_size`` pairs of step t's train data (eval transform, s
 accumulates it online: F ← γ·F + F_new, θ* ← θ. The CLIP loss is contrastive over a batch, so the
 squared gradients are per batch, not per pair. During later steps the loss gains
 λ/2 · Σ F (θ − θ*)². The Fisher pass (forward + backward over the sample) is charged like training
-pairs: fisher_batches × fisher_batch_size × MACs per pair, and returned as ``extra_macs``.
+pairs: ``StepCost(extra_pairs = fisher_batches × fisher_batch_size)``, estimated and reported.
 """
 
 from __future__ import annotations
@@ -14,24 +14,27 @@ from __future__ import annotations
 import itertools
 
 from ticlip.errors import TiclipError
-from ticlip.methods.base import StepContext
+from ticlip.methods.base import MethodContext, StepCost, StepOutcome
 from ticlip.methods.sequential import Sequential
+from ticlip.schema import Field, Schema
 
 
 class EWC(Sequential):
     name = "ewc"
+    expensive_end_step = True  # the Fisher pass
 
-    def __init__(self, lam: float = 100.0, gamma: float = 1.0, fisher_batches: int = 8, fisher_batch_size: int = 64):
-        if lam < 0 or not 0 <= gamma <= 1 or fisher_batches < 1 or fisher_batch_size < 2:
-            raise TiclipError(
-                "ewc needs lam >= 0, 0 <= gamma <= 1, fisher_batches >= 1 and fisher_batch_size >= 2 "
-                f"(got lam={lam}, gamma={gamma}, fisher_batches={fisher_batches}, "
-                f"fisher_batch_size={fisher_batch_size})"
-            )
-        self.lam = float(lam)
-        self.gamma = float(gamma)
-        self.fisher_batches = int(fisher_batches)
-        self.fisher_batch_size = int(fisher_batch_size)
+    class Params(Schema):
+        lam: float = Field(100.0, ge=0, description="weight λ of the penalty λ/2 · Σ F (θ − θ*)²")
+        gamma: float = Field(1.0, ge=0, le=1, description="decay of the accumulated Fisher per step")
+        fisher_batches: int = Field(8, ge=1, description="batches of the Fisher estimate")
+        fisher_batch_size: int = Field(64, ge=2, description="pairs per Fisher batch (contrastive: at least 2)")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.lam = self.params["lam"]
+        self.gamma = self.params["gamma"]
+        self.fisher_batches = self.params["fisher_batches"]
+        self.fisher_batch_size = self.params["fisher_batch_size"]
         self.fisher: dict | None = None  # parameter name -> diagonal Fisher
         self.anchor: dict | None = None  # parameter name -> θ* (weights after the last step)
 
@@ -39,15 +42,15 @@ class EWC(Sequential):
     def fisher_pairs(self) -> int:
         return self.fisher_batches * self.fisher_batch_size
 
-    def extra_macs_estimate(self, t, train_macs, macs_per_pair, eval_pairs=0) -> float:
-        return float(self.fisher_pairs * macs_per_pair)
+    def estimate_cost(self, t: int, stream=None) -> StepCost:
+        return StepCost(extra_pairs=self.fisher_pairs)
 
     # ----------------------------------------------------------------------------- Fisher
-    def _batches(self, ctx: StepContext):
+    def _batches(self, ctx: MethodContext):
         import torch
 
         if ctx.eval_transform is None or ctx.tokenizer is None:
-            raise TiclipError("ewc needs the trainer to pass eval_transform and tokenizer in the StepContext")
+            raise TiclipError("ewc needs the trainer to pass eval_transform and tokenizer in the MethodContext")
         pipe = ctx.stream.train_pipeline([ctx.step], transform=ctx.eval_transform, tokenizer=ctx.tokenizer,
                                          resampled=True, seed=ctx.seed + 104729)
         it = iter(pipe)
@@ -57,7 +60,7 @@ class EWC(Sequential):
                 raise TiclipError(f"ewc: step {ctx.step} yielded too few train pairs for a Fisher batch")
             yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
-    def compute_fisher(self, ctx: StepContext) -> tuple[dict, int]:
+    def compute_fisher(self, ctx: MethodContext) -> tuple[dict, int]:
         """Diagonal Fisher of the CLIP loss for ``ctx.model`` on step t's data; (F, pairs used)."""
         import torch
         from open_clip.loss import ClipLoss
@@ -88,18 +91,16 @@ class EWC(Sequential):
                 p.grad = saved_grads[n]
         return {n: f / self.fisher_batches for n, f in fisher.items()}, pairs
 
-    def end_step(self, ctx: StepContext) -> dict:
+    def end_step(self, ctx: MethodContext) -> StepOutcome:
         new, pairs = self.compute_fisher(ctx)
         if self.fisher is None:
             self.fisher = new
         else:
             self.fisher = {n: self.gamma * self.fisher[n].to(f.device) + f for n, f in new.items()}
         self.anchor = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in new}
-        from ticlip.train.budget import macs_per_pair
-
-        return {"fisher_pairs": pairs, "fisher_mean": float(sum(f.sum() for f in new.values()) /
-                                                         max(1, sum(f.numel() for f in new.values()))),
-                "extra_macs": pairs * macs_per_pair(ctx.model)}
+        facts = {"fisher_pairs": pairs, "fisher_mean": float(sum(f.sum() for f in new.values()) /
+                                                          max(1, sum(f.numel() for f in new.values())))}
+        return StepOutcome(facts, StepCost(extra_pairs=pairs))
 
     # ----------------------------------------------------------------------------- penalty
     def penalty(self, model):

@@ -17,12 +17,11 @@ class Oracle(Method):
         return float(t + 1)
 
     def plan(self, t: int, step_sizes: list[int]) -> StepPlan:
-        return make_plan(t, step_sizes, all_buffer(t, step_sizes), init="random",
-                         compute_multiplier=self.compute_multiplier(t))
+        return make_plan(t, step_sizes, all_buffer(t, step_sizes), init="initial")
 
 
 class Restart(Method):
     name = "restart"
 
     def plan(self, t: int, step_sizes: list[int]) -> StepPlan:
-        return make_plan(t, step_sizes, all_buffer(t, step_sizes), init="random")
+        return make_plan(t, step_sizes, all_buffer(t, step_sizes), init="initial")

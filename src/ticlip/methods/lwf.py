@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import copy
 
-from ticlip.errors import TiclipError
-from ticlip.methods.base import StepContext
+from ticlip.methods.base import MethodContext, StepCost
 from ticlip.methods.sequential import Sequential
+from ticlip.schema import Field, Schema
 
 
 def similarity_logits(image_features, text_features, logit_scale):
@@ -41,18 +41,21 @@ def symmetric_kl(old_logits, new_logits, temperature: float = 1.0):
 
 class LwF(Sequential):
     name = "lwf"
-    extra_forward_passes = 1.0
 
-    def __init__(self, lam: float = 1.0, temperature: float = 1.0):
-        if lam < 0 or temperature <= 0:
-            raise TiclipError(f"lwf needs lam >= 0 and temperature > 0, got lam={lam}, temperature={temperature}")
-        self.lam = float(lam)
-        self.temperature = float(temperature)
+    class Params(Schema):
+        lam: float = Field(1.0, ge=0, description="weight λ of the distillation term")
+        temperature: float = Field(1.0, gt=0, description="softmax temperature of both models' similarities")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.lam = self.params["lam"]
+        self.temperature = self.params["temperature"]
         self._old = None
         self._old_state: dict | None = None
 
-    def extra_macs_estimate(self, t, train_macs, macs_per_pair, eval_pairs=0) -> float:
-        return self.extra_forward_passes * train_macs if t > 0 else 0.0
+    def estimate_cost(self, t: int, stream=None) -> StepCost:
+        # the frozen previous model's forward, on every training pair from step 1 on
+        return StepCost(extra_forward_passes_per_pair=1.0 if t > 0 else 0.0)
 
     def _freeze(self, model):
         old = copy.deepcopy(model)
@@ -61,7 +64,7 @@ class LwF(Sequential):
             p.requires_grad_(False)
         return old
 
-    def begin_step(self, ctx: StepContext) -> None:
+    def begin_step(self, ctx: MethodContext) -> None:
         self._old = self._freeze(ctx.model) if ctx.step > 0 else None
         self._old_state = None
 

@@ -2,24 +2,26 @@
 
 Patching (TiC-CLIP, after Ilharco et al.'s PAINT): train on step t's data from the last *patched*
 model θ_prev, then set θ = (1 − α)·θ_prev + α·θ_new with α chosen on a grid by the mean retrieval
-Recall@1 (image→text and text→image) on the held-out data of the steps before t. Step 0 trains
-without patching. Scoring costs (grid size × held-out pairs) forward passes, charged as extra MACs.
+Recall@1 (``mean_recall@1``: image→text and text→image, the evaluator's own metric through the
+context's ``score_retrieval``) on the held-out data of the steps before t. Step 0 trains without
+patching. Scoring costs (grid size × held-out pairs) forward passes: ``StepCost.extra_pairs``.
 
 EMA merge (FoMo-in-Flux's model merging, the simplest form): the same interpolation with a fixed α
 and no search, so no extra compute.
 
-The trainer must call ``end_step`` BEFORE saving step t's checkpoint (it changes ``ctx.model`` in
-place) so that the next step's "previous" model is the patched one.
+``end_step`` changes ``ctx.model`` in place; the trainer saves step t's checkpoint after it, so the
+next step's "previous" model is the patched one.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
 
 from ticlip.errors import TiclipError
-from ticlip.methods.base import StepContext
+from ticlip.methods.base import MethodContext, StepCost, StepOutcome
+from ticlip.methods.params import float_list
 from ticlip.methods.sequential import Sequential
+from ticlip.schema import Field, Schema, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -43,59 +45,45 @@ def interpolate(prev: dict, new: dict, alpha: float) -> dict:
     return out
 
 
-# TODO: move to the shared scorer ticlip.eval.retrieval (recall_at_k) once it lands; this private
-# copy is the minimum patching needs: cosine similarity, Recall@1 both ways. A retrieved item counts
-# as correct when its caption is the query's (toy and emoji sets repeat captions); a collapsed model
-# whose features are all equal therefore scores near chance, not 1.
-def _mean_recall_at_1(model, images, texts, *, batch_size: int = 256, device="cpu") -> float:
-    import torch
-    import torch.nn.functional as F
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            img = torch.cat([model.encode_image(images[i:i + batch_size].to(device))
-                             for i in range(0, len(images), batch_size)])
-            txt = torch.cat([model.encode_text(texts[i:i + batch_size].to(device))
-                             for i in range(0, len(texts), batch_size)])
-    finally:
-        model.train(was_training)
-    sim = F.normalize(img.float(), dim=-1) @ F.normalize(txt.float(), dim=-1).T
-    _, caption = torch.unique(texts.cpu(), dim=0, return_inverse=True)  # caption id per pair
-    caption = caption.to(sim.device)
-    i2t = (caption[sim.argmax(dim=1)] == caption).float().mean().item()
-    t2i = (caption[sim.argmax(dim=0)] == caption).float().mean().item()
-    return (i2t + t2i) / 2
+def _check_alphas(alphas: tuple) -> tuple:
+    if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"patching coefficients must lie in [0, 1], got {list(alphas)}")
+    return alphas
 
 
-class Patching(Sequential):
-    name = "patching"
+class _Interpolating(Sequential):
+    """Sequential training, then θ = (1 − α)·θ_prev + α·θ_new with α from ``self.alphas`` (a search
+    over held-out data when there are several)."""
 
-    def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, task: str = "retrieval", eval_batch_size: int = 256):
-        alphas = tuple(float(a) for a in alphas)
-        if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
-            raise TiclipError(f"patching coefficients must lie in [0, 1], got {alphas}")
-        if eval_batch_size < 1:
-            raise TiclipError(f"eval_batch_size must be positive, got {eval_batch_size}")
-        self.alphas = alphas
-        self.task = task
-        self.eval_batch_size = eval_batch_size
+    expensive_end_step = True
+    alphas: tuple = (1.0,)
+    task: str = "retrieval"
+    eval_batch_size: int = 256
+
+    def __init__(self, **params):
+        super().__init__(**params)
         self._prev: dict | None = None
 
-    # ------------------------------------------------------------------- budget estimate
-    def extra_macs_estimate(self, t, train_macs, macs_per_pair, eval_pairs=0) -> float:
+    # ------------------------------------------------------------------- cost
+    def held_out_pairs(self, t: int, stream) -> int:
+        """Held-out pairs of the steps before t that the search scores."""
+        return sum(s.eval[self.task].count for s in stream.steps[:t] if self.task in s.eval)
+
+    def estimate_cost(self, t: int, stream=None) -> StepCost:
         if t == 0 or len(self.alphas) < 2:
-            return 0.0
-        return float(len(self.alphas) * eval_pairs * macs_per_pair)
+            return StepCost()
+        if stream is None:
+            return StepCost(note=f"{self.name}'s scoring cost ({len(self.alphas)} coefficients x held-out "
+                                 f"{self.task!r} pairs of earlier steps) needs the stream: not estimated here")
+        return StepCost(extra_pairs=len(self.alphas) * self.held_out_pairs(t, stream))
 
     # ----------------------------------------------------------------------------- hooks
-    def begin_step(self, ctx: StepContext) -> None:
+    def begin_step(self, ctx: MethodContext) -> None:
         # The model was just initialised from the last patched checkpoint: remember it.
         self._prev = _float_state(ctx.model) if ctx.step > 0 else None
 
-    def _held_out(self, ctx: StepContext):
-        """Previous steps' held-out sets as (images, texts) tensors; skipped steps are counted."""
+    def _held_out(self, ctx: MethodContext):
+        """Previous steps' held-out sets as (pixels, captions); skipped steps are counted."""
         import torch
 
         sets, missing = [], []
@@ -108,19 +96,18 @@ class Patching(Sequential):
             if len(es) == 0:
                 missing.append(st.label)
                 continue
-            images = torch.stack([ctx.eval_transform(im) for im in es.images])
-            texts = ctx.tokenizer(list(es.captions))
-            sets.append((images, texts))
+            sets.append((torch.stack([ctx.eval_transform(im) for im in es.images]), list(es.captions)))
         if missing:
-            log.warning("patching: %d earlier step(s) have no %r eval data: %s", len(missing), self.task,
+            log.warning("%s: %d earlier step(s) have no %r eval data: %s", self.name, len(missing), self.task,
                         ", ".join(missing))
         return sets, missing
 
-    def choose_alpha(self, ctx: StepContext, prev: dict, new: dict) -> tuple[float, dict, int]:
-        """(best α, {α: score}, forward passes spent) by mean Recall@1 on earlier held-out sets.
-        Ties go to the larger α (more of the new model)."""
-        if ctx.eval_transform is None or ctx.tokenizer is None:
-            raise TiclipError("patching needs the trainer to pass eval_transform and tokenizer in the StepContext")
+    def choose_alpha(self, ctx: MethodContext, prev: dict, new: dict) -> tuple[float, dict, int]:
+        """(best α, {α: score}, pairs scored) by the mean over earlier held-out sets of the shared
+        scorer's ``mean_recall@1``. Ties go to the larger α (more of the new model)."""
+        if ctx.eval_transform is None or ctx.score_retrieval is None:
+            raise TiclipError(f"{self.name} needs the trainer to pass eval_transform and score_retrieval "
+                              "in the MethodContext")
         sets, _ = self._held_out(ctx)
         if not sets:
             return 1.0, {}, 0
@@ -128,28 +115,24 @@ class Patching(Sequential):
         for a in self.alphas:
             ctx.model.load_state_dict(interpolate(prev, new, a))
             scores[a] = sum(
-                _mean_recall_at_1(ctx.model, im, tx, batch_size=self.eval_batch_size, device=ctx.device)
-                for im, tx in sets
+                ctx.score_retrieval(ctx.model, pixels, captions, batch_size=self.eval_batch_size)["mean_recall@1"]
+                for pixels, captions in sets
             ) / len(sets)
         best = max(scores, key=lambda a: (scores[a], a))
-        passes = len(self.alphas) * sum(len(tx) for _, tx in sets)
-        return best, scores, passes
+        pairs = len(self.alphas) * sum(len(captions) for _, captions in sets)
+        return best, scores, pairs
 
-    def end_step(self, ctx: StepContext) -> dict:
+    def end_step(self, ctx: MethodContext) -> StepOutcome:
         if ctx.step == 0 or self._prev is None:
-            return {"alpha": 1.0, "extra_macs": 0.0}
+            return StepOutcome({"alpha": 1.0}, StepCost())
         new = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
         if len(self.alphas) == 1:
-            alpha, scores, passes = self.alphas[0], {}, 0
+            alpha, scores, pairs = self.alphas[0], {}, 0
         else:
-            alpha, scores, passes = self.choose_alpha(ctx, self._prev, new)
+            alpha, scores, pairs = self.choose_alpha(ctx, self._prev, new)
         ctx.model.load_state_dict(interpolate(self._prev, new, alpha))
-        extra = 0.0
-        if passes:
-            from ticlip.train.budget import macs_per_pair
-
-            extra = passes * macs_per_pair(ctx.model)
-        return {"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()}, "extra_macs": extra}
+        return StepOutcome({"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()}},
+                           StepCost(extra_pairs=pairs))
 
     def state_dict(self) -> dict:
         return {"prev": self._prev}
@@ -158,11 +141,37 @@ class Patching(Sequential):
         self._prev = state.get("prev")
 
 
-class EmaMerge(Patching):
+class Patching(_Interpolating):
+    name = "patching"
+
+    class Params(Schema):
+        alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, description="coefficient grid α in [0, 1] (\"0,0.5,1\")")
+        task: str = Field("retrieval", description="the held-out eval set of earlier steps that α is tuned on")
+        eval_batch_size: int = Field(256, ge=1, description="batch size of the scoring forward passes")
+
+        _split = field_validator("alphas", mode="before")(float_list)
+
+        @field_validator("alphas")
+        @classmethod
+        def _in_unit_interval(cls, value):
+            return _check_alphas(value)
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.alphas = tuple(self.params["alphas"])
+        self.task = self.params["task"]
+        self.eval_batch_size = self.params["eval_batch_size"]
+
+
+class EmaMerge(_Interpolating):
     """Interpolate the previous merged model and the new one with a fixed α (no search)."""
 
     name = "ema-merge"
 
-    def __init__(self, alpha: float = 0.5):
-        super().__init__(alphas=(alpha,))
-        self.alpha = float(alpha)
+    class Params(Schema):
+        alpha: float = Field(0.5, ge=0, le=1, description="weight α of the new model in the merge")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.alpha = self.params["alpha"]
+        self.alphas = (self.alpha,)

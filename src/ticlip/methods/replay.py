@@ -11,7 +11,8 @@ Steps are 0-based; ``step_sizes[j]`` is step j's number of train pairs; D = ``st
 A step holding fewer pairs than wanted contributes all it has and the shortfall is NOT moved to
 other steps: the buffer is then smaller than D (the paper's "at most D old pairs").
 
-The wanted counts become ``Source(fraction = pairs / step size, weight ∝ pairs)``; the trainer keeps
+The wanted counts become sources with ``weight ∝ pairs``: ``StepSource`` when a step gives all its
+pairs, else ``BufferSource(fraction = pairs / step size)``; the trainer keeps
 a stable random ``fraction`` of each step (``TimeStream.train_pipeline(fractions=..., weights=...,
 subset_seed=plan.subset_seed)``) and samples steps with the weights, so old and new pairs are
 shuffled together in every batch. Since ``stable_fraction`` is fixed per pair and seed, a step's
@@ -24,7 +25,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ticlip.errors import TiclipError
-from ticlip.methods.base import Init, Source, StepPlan
+from ticlip.methods.base import BufferSource, Init, StepPlan, StepSource
 
 
 class PlanError(TiclipError, ValueError):
@@ -65,26 +66,27 @@ def make_plan(
     old: dict[int, float],
     *,
     init: Init,
-    compute_multiplier: float = 1.0,
     subset_seed: int | str = 0,
 ) -> StepPlan:
     """A plan drawing all of step t plus ``old[j]`` wanted pairs from each earlier step j."""
     check_step(t, step_sizes)
     wanted = {**old, t: float(step_sizes[t])}
-    sources = []
+    kept: list[tuple[int, int]] = []  # (step, pairs)
     for j in sorted(wanted):
         size = step_sizes[j]
         pairs = min(size, int(round(wanted[j])))
         if size <= 0 or pairs <= 0:
             continue  # empty steps cannot be drawn from (train_pipeline refuses them)
-        sources.append(Source(step=j, fraction=pairs / size, weight=0.0, pairs=pairs))
-    if not sources:
+        kept.append((j, pairs))
+    if not kept:
         raise PlanError(f"step {t} has no train pairs to train on (step sizes: {list(step_sizes)})")
-    total = sum(s.pairs for s in sources)
-    for s in sources:
-        s.weight = s.pairs / total
-    return StepPlan(step=t, init=init, sources=sources, compute_multiplier=compute_multiplier,
-                    subset_seed=subset_seed)
+    total = sum(pairs for _, pairs in kept)
+    sources = [
+        StepSource(step=j, weight=pairs / total, pairs=pairs) if pairs == step_sizes[j]
+        else BufferSource(step=j, fraction=pairs / step_sizes[j], weight=pairs / total, pairs=pairs)
+        for j, pairs in kept
+    ]
+    return StepPlan(step=t, init=init, sources=sources, subset_seed=subset_seed)
 
 
 __all__ = ["PlanError", "all_buffer", "check_step", "equal_buffer", "exp_buffer", "make_plan"]

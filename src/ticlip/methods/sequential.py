@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ticlip.methods.base import Method, StepPlan
+from ticlip.methods.base import Init, Method, StepPlan
 from ticlip.methods.replay import make_plan
 
 
-def warm_init(t: int) -> str:
+def warm_init(t: int) -> Init:
     """Warm-started methods start step 0 from the run's initial weights."""
-    return "previous" if t > 0 else "random"
+    return "previous" if t > 0 else "initial"
 
 
 class Sequential(Method):

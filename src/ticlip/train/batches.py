@@ -40,8 +40,22 @@ def seed_everything(seed: int) -> None:
 
 
 @dataclass
+class Pool:
+    """A pretraining pool in a mixture: ``steps`` of ``stream`` (None: all), drawn with ``weight``."""
+
+    stream: Any  # TimeStream
+    steps: Sequence[int | str] | None
+    weight: float
+
+
+@dataclass
 class Mixture:
-    """Which steps a step trains on (from a method's StepPlan) and how samples become tensors."""
+    """What a step trains on (from a method's StepPlan) and how samples become tensors.
+
+    ``steps``/``weights``/``fractions``: this stream's steps and replay buffers (one
+    ``TimeStream.train_pipeline`` mixes them); ``pools``: sources outside this stream. Without pools
+    the pipeline is exactly ``stream.train_pipeline(...)``; with pools, each part is drawn with its
+    weight (this stream's part with the sum of its sources' weights) by a seeded mixer."""
 
     stream: Any  # TimeStream
     steps: Sequence[int]
@@ -49,21 +63,78 @@ class Mixture:
     fractions: Sequence[float]
     transform: Callable
     tokenizer: Callable
-    subset_seed: int = 0
+    subset_seed: int | str = 0
     shuffle: int = 1000
+    pools: Sequence[Pool] = ()
 
     @classmethod
-    def from_plan(cls, stream, plan, transform, tokenizer, *, subset_seed: int = 0, shuffle: int = 1000):
-        sources = [s for s in plan.sources if s.weight > 0 and s.fraction > 0]
-        return cls(stream, [s.step for s in sources], [s.weight for s in sources], [s.fraction for s in sources],
-                   transform, tokenizer, subset_seed, shuffle)
+    def from_plan(cls, stream, plan, transform, tokenizer, *, subset_seed: int | str = 0, shuffle: int = 1000):
+        from ticlip.methods.base import PoolSource
 
-    def pipeline(self, seed: int):
+        local = [s for s in plan.sources if not isinstance(s, PoolSource) and s.weight > 0 and s.fraction > 0]
+        pools = [_pool(s) for s in plan.sources if isinstance(s, PoolSource) and s.weight > 0]
+        return cls(stream, [s.step for s in local], [s.weight for s in local], [s.fraction for s in local],
+                   transform, tokenizer, subset_seed, shuffle, pools)
+
+    def _local(self, seed: int):
         return self.stream.train_pipeline(
             steps=list(self.steps), weights=list(self.weights), fractions=list(self.fractions),
             transform=self.transform, tokenizer=self.tokenizer, resampled=True, seed=seed,
             shuffle=self.shuffle, subset_seed=self.subset_seed,
         )
+
+    def pipeline(self, seed: int):
+        if not self.pools:
+            return self._local(seed)
+        parts, weights = [], []
+        if self.steps:
+            parts.append(self._local(seed))
+            weights.append(float(sum(self.weights)))
+        for k, pool in enumerate(self.pools):
+            parts.append(pool.stream.train_pipeline(
+                steps=None if pool.steps is None else list(pool.steps), transform=self.transform,
+                tokenizer=self.tokenizer, resampled=True, seed=derive_seed(seed, "pool", k), shuffle=self.shuffle,
+            ))
+            weights.append(float(pool.weight))
+        return WeightedMix(parts, weights, derive_seed(seed, "mix"))
+
+
+def _pool(source) -> Pool:
+    """A plan's PoolSource as a Pool: another stream's steps, or shards wrapped as a one-step stream."""
+    import os
+
+    from ticlip.data.stream import ShardSet, Step, TimeStream
+
+    if source.stream is not None:
+        stream = TimeStream.load(source.stream)
+        return Pool(stream, list(source.steps) or None, source.weight)
+    step = Step(index=0, label="pool", start="", end="", periods=[],
+                train=ShardSet(shards=list(source.shards), count=source.pairs or 0))
+    return Pool(TimeStream(root=os.getcwd(), name="pool", granularity="", steps=[step]), None, source.weight)
+
+
+class WeightedMix(IterableDataset):
+    """Draw from several endless pipelines with fixed weights; the draw order is a function of
+    (seed, rank, worker), like the pipelines themselves."""
+
+    def __init__(self, parts: Sequence, weights: Sequence[float], seed: int):
+        self.parts, self.weights, self.seed = list(parts), list(weights), seed
+
+    def __iter__(self):
+        import random
+
+        from webdataset.utils import pytorch_worker_info
+
+        rank, _, worker, _ = pytorch_worker_info()
+        rng = random.Random(derive_seed(self.seed, rank, worker))
+        its = [iter(p) for p in self.parts]
+        idx = list(range(len(its)))
+        while True:
+            i = rng.choices(idx, weights=self.weights)[0]
+            try:
+                yield next(its[i])
+            except StopIteration:
+                return
 
 
 @dataclass

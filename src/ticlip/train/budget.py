@@ -6,8 +6,9 @@ evenly over the steps; step t gets C = total × budget_scale / steps, i.e.
 ``iterations_per_step = floor(C / (macs_per_pair × global_batch_size))``.
 
 - Oracle retrains from scratch at every step and gets (t + 1)·C at 0-based step t.
-- LwF pays one extra forward (the frozen previous model) per training pair; EWC pays for its
-  Fisher pass; patching for scoring its coefficient grid; the const-cosine schedule for its decay
+- A method's extra compute is its ``StepCost`` (``method.estimate_cost(t, stream)``): extra forward
+  passes per training pair (LwF: the frozen previous model) and pairs forwarded outside training
+  (EWC's Fisher pass, patching's coefficient search); the const-cosine schedule adds its decay
   branch. Those methods keep C's iterations and report the overrun (the paper's starred rows).
 - ``budget_scale`` > 1 gives "Cumulative-All*" (a little extra compute).
 
@@ -25,12 +26,12 @@ either; we register the CPU kernel with torch's own SDPA formula so real-device 
 from __future__ import annotations
 
 import functools
-import logging
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from ticlip.errors import TiclipError
+from ticlip.methods.base import StepCost
 
 
 class BudgetError(TiclipError, ValueError):
@@ -96,22 +97,18 @@ def _macs_per_pair_by_name(name: str, image_size, context_length) -> float:
     import open_clip
     import torch
 
-    from ticlip.models import model_config
+    from ticlip.models import model_config, quiet_open_clip
 
     model_config(name)  # a clear TiclipError for unknown names
-    # open_clip logs a warning for every model created without pretrained weights: not news here.
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
     try:
-        with torch.device("meta"):  # build without allocating or initialising weights
+        # open_clip warns for every model created without pretrained weights: not news here.
+        with quiet_open_clip(), torch.device("meta"):  # build without allocating or initialising weights
             model = open_clip.create_model(
                 name, pretrained=None, device="meta", output_dict=True,
                 force_image_size=image_size, force_context_length=context_length,
             )
     except Exception as e:  # any construction failure is a user-facing "this model cannot be built"
         raise BudgetError(f"cannot build model {name!r} to count its MACs: {str(e)[:300]}") from None
-    finally:
-        logging.disable(previous)
     return count_forward_macs(model, image_size, context_length)
 
 
@@ -137,9 +134,9 @@ class StepBudget:
     """What one step may spend and what it will spend.
 
     ``iterations``: optimizer steps of ``global_batch_size`` pairs; ``macs``: their forward MACs;
-    ``extra_macs_estimate``: what the method (and schedule) adds on top; ``allotted_macs``: the
-    step's share (C × compute multiplier); ``overrun``: fraction by which macs + extra exceed it
-    (0.0 when within budget; LwF: about 1.0, i.e. +100%).
+    ``extra_macs_estimate``: what the method's estimated ``cost`` (and the schedule) adds on top;
+    ``allotted_macs``: the step's share (C × compute multiplier); ``overrun``: fraction by which
+    macs + extra exceed it (0.0 when within budget; LwF: about 1.0, i.e. +100%).
     """
 
     step: int
@@ -148,6 +145,7 @@ class StepBudget:
     extra_macs_estimate: float
     allotted_macs: float
     overrun: float
+    cost: StepCost = field(default_factory=StepCost)
 
     @property
     def total_macs(self) -> float:
@@ -237,11 +235,12 @@ class Budget:
         return self.iterations_per_step * self.steps
 
     # ------------------------------------------------------------------------- per step
-    def plan_step(self, method, t: int, *, schedule=None, eval_pairs: int = 0) -> StepBudget:
+    def plan_step(self, method, t: int, *, schedule=None, stream=None) -> StepBudget:
         """The budget of 0-based step ``t`` for ``method`` (a ticlip.methods Method).
 
         ``schedule``: a ``ScheduleConfig`` (its const-cosine decay branch is charged as extra);
-        ``eval_pairs``: held-out pairs of steps before t (patching scores them; 0 if unknown).
+        ``stream``: the TimeStream trained on, for methods whose cost depends on its data (patching
+        scores held-out pairs); None when unknown (the cost's ``note`` then says what is missing).
         """
         if not isinstance(t, int) or not 0 <= t < self.steps:
             raise BudgetError(f"step index {t!r} out of range for a {self.steps}-step budget")
@@ -249,18 +248,16 @@ class Budget:
         allotted = self.per_step_macs * multiplier
         iterations = self.iterations_for(allotted)
         macs = iterations * self.macs_per_iteration
-        extra = float(method.extra_macs_estimate(t, macs, self.macs_per_pair, eval_pairs))
+        cost = method.estimate_cost(t, stream)
+        extra = float(cost.extra_macs(macs, self.macs_per_pair))
         if schedule is not None:
             extra += schedule.extra_iterations(iterations) * self.macs_per_iteration
         overrun = max(0.0, (macs + extra) / allotted - 1.0)
-        return StepBudget(t, iterations, macs, extra, allotted, overrun)
+        return StepBudget(t, iterations, macs, extra, allotted, overrun, cost)
 
-    def plan(self, method, *, schedule=None, eval_pairs: Sequence[int] | None = None) -> list[StepBudget]:
-        """``plan_step`` for every step; ``eval_pairs[t]`` = held-out pairs of steps before t."""
-        return [
-            self.plan_step(method, t, schedule=schedule, eval_pairs=(eval_pairs[t] if eval_pairs else 0))
-            for t in range(self.steps)
-        ]
+    def plan(self, method, *, schedule=None, stream=None) -> list[StepBudget]:
+        """``plan_step`` for every step."""
+        return [self.plan_step(method, t, schedule=schedule, stream=stream) for t in range(self.steps)]
 
     def to_dict(self) -> dict:
         d = asdict(self)

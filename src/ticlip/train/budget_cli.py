@@ -11,7 +11,7 @@ def _number(text: str) -> float:
     """A positive finite float (argparse type)."""
     import argparse
 
-    from ticlip.train.cli import number
+    from ticlip.schema import number
 
     value = number(text)
     if value <= 0:
@@ -94,6 +94,7 @@ def run(args) -> int:
         schedule = ScheduleConfig(kind=args.schedule)
         names = list_methods() if "all" in args.method else args.method
         out["methods"] = {}
+        notes: list[str] = []
         lines.append("")
         lines.append(f"{'method':<18}{'step':>5}{'iterations':>12}{'train MACs':>12}{'extra MACs':>12}{'overrun':>9}")
         for name in names:
@@ -101,14 +102,16 @@ def run(args) -> int:
             rows = budget.plan(method, schedule=schedule)
             out["methods"][method.name] = [r.to_dict() for r in rows]
             for r in rows:
+                if r.cost.note and r.cost.note not in notes:
+                    notes.append(r.cost.note)
+            for r in rows:
                 lines.append(f"{method.name:<18}{r.step:>5}{r.iterations:>12,}{r.macs:>12.3g}"
                              f"{r.extra_macs_estimate:>12.3g}{r.overrun:>8.0%} ")
             total_it = sum(r.iterations for r in rows)
             total = sum(r.total_macs for r in rows)
             lines.append(f"{method.name:<18}{'all':>5}{total_it:>12,}{total:>12.3g}"
                          f"{'':>12}{max(0.0, total / (budget.total_macs * budget.budget_scale) - 1):>8.0%} ")
-        if "patching" in out["methods"]:
-            lines.append("(patching's scoring cost depends on the held-out set sizes: not estimated here)")
+        lines += [f"({note})" for note in notes]
     _emit(args, out, lines)
     return 0
 

@@ -1,0 +1,420 @@
+"""One step of a run as an object with named phases: set up, resume, train, finish, rewind.
+
+    trainer = StepTrainer(run, t)
+    trainer.run()     # = set_up(); resume(); train(); finish(); rewind(); mark_finished()
+
+- ``set_up``: the method's plan and the step's budget; the model from the plan's init; the method's
+  context and ``begin_step``; DDP wrapper, optimizer, scaler and the data mixture.
+- ``resume``: reload ``steps/<t>/state.pt`` when an earlier attempt saved one (phase, loop
+  position, model, optimizer, scaler, RNGs, method state) and cut the log back to that position.
+- ``train``: the main phase (to the const-cosine branch point, or to the end), then the decay
+  branch when the schedule has one.
+- ``finish``: the method's ``end_step`` (saved before it when the method says it is expensive),
+  then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``.
+- ``rewind``: const-cosine only (not after the stream's last step): back to the constant-LR trunk
+  saved at the branch point, keeping what ``end_step`` learnt, and train it to ``continue.pt``.
+
+The phase reached is ``self.phase`` (main, branch, end, trunk, done), saved with the resumable state.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ticlip.atomic import torch_save_atomic, write_text_atomic
+from ticlip.errors import TiclipError
+from ticlip.run_layout import RunInfo, StepRecord, step_dir
+
+PHASES = ("main", "branch", "trunk", "end")  # trunk/branch: const-cosine only; end: end_step pending
+
+
+class RunRefused(TiclipError):
+    """A run directory exists (or does not) in a way that conflicts with what was asked."""
+
+
+@dataclass
+class RunContext:
+    """What every step of a run shares (built by ``ticlip.train.run.train_run``)."""
+
+    cfg: Any  # TrainConfig
+    stream: Any  # TimeStream
+    method: Any  # Method
+    dist: Any  # DistInfo
+    run_dir: str
+    info: RunInfo
+    budget: Any  # Budget
+    sched_cfg: Any  # ScheduleConfig
+    macs_per_pair: float
+    loss_fn: Any
+    indices: list[int]
+    tb: Any = None
+
+    def say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- helpers
+def model_transform(bundle, train: bool):
+    """ticlip's transforms (RGBA emoji composited on a background) when present, else open_clip's."""
+    try:
+        from ticlip.data.transforms import make_eval_transform, make_train_transform, model_mean_std
+    except ImportError:
+        return bundle.preprocess_train if train else bundle.preprocess_val
+    mean, std = model_mean_std(bundle.model)
+    make = make_train_transform if train else make_eval_transform
+    return make(bundle.image_size, mean=mean, std=std)
+
+
+def rng_state() -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def _jsonable(obj):
+    try:
+        import torch
+
+        if isinstance(obj, torch.Tensor):
+            return obj.tolist() if obj.numel() < 100 else f"tensor{tuple(obj.shape)}"
+    except ImportError:
+        pass
+    return str(obj)
+
+
+# --------------------------------------------------------------------------- the step
+class StepTrainer:
+    """Step ``t`` of the run ``run`` (see the module docstring for the phases)."""
+
+    def __init__(self, run: RunContext, t: int):
+        self.run_ctx, self.t = run, t
+        self.label = run.stream.steps[t].label
+        self.dir = step_dir(run.run_dir, t)
+        self.state_path = os.path.join(self.dir, "state.pt")
+        self.trunk_path = os.path.join(self.dir, "trunk.pt")
+        self.log_path = os.path.join(self.dir, "train_log.jsonl")
+        self.phase = "main"
+        self.resumed_phase: str | None = None  # the phase a saved state put the step in
+        self.extra_macs = 0.0
+        self.log = None
+
+    # ------------------------------------------------------------------ the whole step
+    def run(self) -> None:
+        self.set_up()
+        self.resume()
+        try:
+            self.train()
+            self.finish()
+            self.rewind()
+            self.mark_finished()
+        finally:
+            if self.log is not None:
+                self.log.close()
+
+    # ------------------------------------------------------------------ set up
+    def set_up(self) -> None:
+        import torch
+
+        from ticlip.methods.base import MethodContext, StepBudgetFacts
+        from ticlip.models import create_model, quiet_open_clip
+        from ticlip.train.dist import wrap_model
+        from ticlip.train.loop import LoopState, make_optimizer, make_scaler
+
+        run, t = self.run_ctx, self.t
+        cfg, stream, method, dinfo = run.cfg, run.stream, run.method, run.dist
+        if dinfo.is_main:
+            os.makedirs(self.dir, exist_ok=True)
+        self.plan = method.plan(t, [s.train.count for s in stream.steps])
+        self.budget = run.budget.plan_step(method, t, schedule=run.sched_cfg, stream=stream)
+        self.sched = run.sched_cfg.for_step(t, self.budget.iterations)
+        self.iterations = self.budget.iterations
+        self.saved = torch.load(self.state_path, map_location=dinfo.device, weights_only=False) \
+            if os.path.exists(self.state_path) else None
+        init_path, self.init_desc = self._init_path()
+        with quiet_open_clip():
+            self.bundle = create_model(cfg.model, init=init_path, device=dinfo.device, seed=cfg.seed)
+        self.model = self.bundle.model
+        self.ctx = MethodContext(
+            step=t, stream=stream, model=self.model, label=self.label, device=dinfo.device,
+            tokenizer=self.bundle.tokenizer, eval_transform=model_transform(self.bundle, train=False),
+            seed=cfg.seed, initial_weights=cfg.init,
+            budget=StepBudgetFacts(iterations=self.iterations, batch_size=cfg.batch_size,
+                                   world_size=dinfo.world_size, rank=dinfo.rank, macs_per_pair=run.macs_per_pair),
+            score_retrieval=self._scorer(),
+        )
+        method.begin_step(self.ctx)
+        self.ddp = wrap_model(self.model, dinfo)
+        self.optimizer = make_optimizer(self.model, lr=cfg.lr, wd=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.scaler = make_scaler(cfg.precision, dinfo.device)
+        self.loop_state = LoopState()
+        self.t_start = time.time()
+
+    def _scorer(self):
+        """The evaluator's retrieval scorer, bound to this model's tokenizer and device."""
+        from ticlip.eval.scorers import score_retrieval
+
+        return functools.partial(score_retrieval, tokenizer=self.bundle.tokenizer, device=self.run_ctx.dist.device)
+
+    def _init_path(self) -> tuple[str | None, str]:
+        """The checkpoint the step starts from (None: random) and a description for the log."""
+        run, t = self.run_ctx, self.t
+        first = t == run.indices[0]
+        random = None, "random (seed {})".format(run.cfg.seed)
+        if self.plan.init == "initial":
+            if first and run.cfg.init:
+                return run.cfg.init, f"--init {run.cfg.init}"
+            return random
+        prev = step_dir(run.run_dir, t - 1) if t > 0 else None
+        if prev is not None and any(s.index == t - 1 and s.finished for s in run.info.steps):
+            trunk = os.path.join(prev, "continue.pt")
+            if os.path.exists(trunk):
+                return trunk, f"step {t - 1}'s constant-LR trunk"
+            return os.path.join(prev, "checkpoint.pt"), f"step {t - 1}'s checkpoint"
+        if run.cfg.init:
+            return run.cfg.init, f"--init {run.cfg.init}"
+        if t > 0:
+            run.say(f"warning: step {t} should start from step {t - 1}'s checkpoint, which this run does not have; "
+                    f"starting from random weights (pass --init PATH to start from a checkpoint)")
+        return random
+
+    # ------------------------------------------------------------------ resume
+    def resume(self) -> None:
+        from ticlip.train.batches import Mixture, chunk_iterations
+        from ticlip.train.loop import JsonlLog, truncate_jsonl
+
+        run, dinfo = self.run_ctx, self.run_ctx.dist
+        if self.saved is not None:
+            if self.saved.get("iterations") != self.iterations:
+                raise RunRefused(f"saved state {self.state_path} was made for {self.saved.get('iterations')} "
+                                 f"iterations, this step now plans {self.iterations}: the budget changed; start a "
+                                 f"new run (--name)")
+            self._restore(self.saved)
+            self.phase = self.resumed_phase = self.saved["phase"]
+            run.say(f"step {self.label}: resuming {self.phase} phase at iteration "
+                    f"{self.loop_state.iteration}/{self.iterations}")
+            order, at = PHASES.index(self.phase), self.loop_state.iteration
+            if dinfo.is_main:
+                truncate_jsonl(self.log_path,
+                               lambda r: (PHASES.index(r.get("phase", "main")), r["iteration"]) <= (order, at))
+        elif dinfo.is_main and os.path.exists(self.log_path):
+            os.remove(self.log_path)  # a previous attempt died before its first save
+        self.saved = None
+        self.log = JsonlLog(self.log_path, {"step": self.t, "label": self.label}) if dinfo.is_main else None
+        cfg = run.cfg
+        self.chunk = chunk_iterations(cfg.chunk_iterations, cfg.accum_freq, cfg.workers)
+        self.mixture = Mixture.from_plan(run.stream, self.plan, model_transform(self.bundle, train=True),
+                                         self.bundle.tokenizer, subset_seed=self.plan.subset_seed,
+                                         shuffle=cfg.shuffle_buffer)
+        self.last_save = time.time()
+        self.tb_offset = sum(run.budget.plan_step(run.method, j).iterations
+                             for j in run.indices if j < self.t) if run.tb else 0
+
+    def _snapshot(self, phase: str) -> dict:
+        return {"phase": phase, "loop": self.loop_state.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                "method": self.run_ctx.method.state_dict(), "rng": rng_state(), "step": self.t,
+                "iterations": self.iterations}
+
+    def _restore(self, snap: dict) -> None:
+        from ticlip.train.loop import LoopState
+
+        self.model.load_state_dict(snap["model"])
+        self.optimizer.load_state_dict(snap["optimizer"])
+        if self.scaler is not None and snap.get("scaler"):
+            self.scaler.load_state_dict(snap["scaler"])
+        self.run_ctx.method.load_state_dict(snap["method"])
+        self.loop_state = LoopState.from_dict(snap["loop"])
+        set_rng_state(snap["rng"])
+
+    def save_state(self, phase: str, path: str | None = None) -> None:
+        """The resumable state at ``phase`` (rank 0 writes; atomically)."""
+        if self.run_ctx.dist.is_main:
+            torch_save_atomic(self._snapshot(phase), path or self.state_path)
+
+    # ------------------------------------------------------------------ train
+    def train(self) -> None:
+        """The main phase, then const-cosine's decay branch; leaves the phase at "end" when done."""
+        sched, bp = self.sched, self.sched.branch_point
+        if self.phase == "main":
+            self._run_phase("main", 0, bp, sched.lr, "main")
+            if sched.has_branch:
+                self.save_state("trunk", self.trunk_path)  # the constant-LR trunk at the branch point
+                self.phase = "branch"
+                self.save_state("branch")
+            else:
+                self.phase = "end"
+        if self.phase == "branch":
+            self._run_phase("branch", bp, self.iterations, sched.lr, "tail")
+            self.phase = "end"
+
+    def _run_phase(self, name: str, phase_start: int, end: int, lr_fn, data_tag: str) -> None:
+        from ticlip.train.batches import ChunkedBatches, derive_seed, make_loader
+        from ticlip.train.loop import LoopOptions, train_loop
+
+        run, cfg, dinfo, K = self.run_ctx, self.run_ctx.cfg, self.run_ctx.dist, self.chunk
+        if self.loop_state.iteration >= end:
+            return
+        start_chunk = (self.loop_state.iteration - phase_start) // K
+        batches = ChunkedBatches(self.mixture, cfg.batch_size, K * cfg.accum_freq,
+                                 derive_seed(cfg.seed, self.t, data_tag), start_chunk)
+        loader = make_loader(batches, cfg.workers, pin_memory=dinfo.device.startswith("cuda"))
+
+        def after(st) -> None:
+            at_boundary = (st.iteration - phase_start) % K == 0 and st.iteration < end
+            if at_boundary and time.time() - self.last_save >= cfg.save_every_s:
+                self.save_state(name)
+                self.last_save = time.time()
+
+        def write(record: dict) -> None:
+            record = {"phase": name, **record}
+            if self.log is not None:
+                self.log(record)
+            if run.tb is not None and name != "trunk":
+                run.tb.offset = self.tb_offset
+                run.tb(record)
+
+        opts = LoopOptions(
+            iterations=end, accum_freq=cfg.accum_freq, precision=cfg.precision, grad_clip_norm=cfg.grad_clip_norm,
+            device=dinfo.device, log_every=cfg.log_every, world_size=dinfo.world_size,
+            macs_per_pair=run.macs_per_pair, extra_forward_passes=self.budget.cost.extra_forward_passes_per_pair,
+            budget_macs=self.budget.allotted_macs, progress=cfg.progress and dinfo.is_main,
+            desc=f"step {self.label} ({self.t + 1}/{len(run.stream.steps)})" + ("" if name == "main" else f" {name}"),
+        )
+        train_loop(self.ddp, loader, self.optimizer, lr_fn, loss_fn=run.loss_fn, opts=opts, state=self.loop_state,
+                   method=run.method, scaler=self.scaler, log=write, after_iteration=after)
+
+    # ------------------------------------------------------------------ finish
+    def finish(self) -> None:
+        """The method's end hook, then the deployable checkpoint, method state and step.json."""
+        if self.phase != "end":
+            return
+        method = self.run_ctx.method
+        if method.expensive_end_step:
+            self.save_state("end")  # a kill inside a long end hook does not redo the training
+        outcome = method.end_step(self.ctx)
+        facts = dict(outcome.facts)
+        if outcome.cost is not None:
+            self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)
+            facts["extra_macs"] = self.extra_macs
+        self._write_deployable(facts)
+        last_of_stream = self.t == len(self.run_ctx.stream.steps) - 1
+        self.phase = "trunk" if self.sched.has_branch and not last_of_stream else "done"
+
+    def _write_deployable(self, facts: dict) -> None:
+        """The deployable checkpoint, method state and step.json of the step (rank 0)."""
+        from ticlip.models import save_checkpoint
+
+        run, t, ls = self.run_ctx, self.t, self.loop_state
+        if not run.dist.is_main:
+            return
+        save_checkpoint(self.model, os.path.join(self.dir, "checkpoint.pt"), name=run.cfg.model,
+                        extra={"epoch": t + 1, "step": t, "label": self.label, "run": run.info.name})
+        mstate = run.method.state_dict()
+        if mstate:
+            torch_save_atomic(mstate, os.path.join(self.dir, "method.pt"))
+            if t > 0:  # keep the latest method state only (it may hold whole models)
+                old = os.path.join(step_dir(run.run_dir, t - 1), "method.pt")
+                if os.path.exists(old):
+                    os.remove(old)
+        summary = {
+            "index": t, "label": self.label, "init": self.init_desc, "plan": self.plan.to_dict(),
+            "budget": self.budget.to_dict(), "iterations": self.iterations, "pairs_seen": ls.pairs_seen,
+            "train_macs": ls.macs, "extra_macs": self.extra_macs,
+            "first_loss": ls.first_loss, "last_loss": ls.last_loss,
+            "mean_loss": ls.loss_sum / ls.loss_count if ls.loss_count else None,
+            "facts": facts,
+        }
+        write_text_atomic(os.path.join(self.dir, "step.json"), json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        run.say(f"step {self.label} ({t + 1}/{len(run.stream.steps)}): {self.iterations} iterations, "
+                f"{ls.pairs_seen} pairs, loss {_fmt(ls.first_loss)} -> {_fmt(ls.last_loss)}, "
+                f"{ls.macs + self.extra_macs:.3g} MACs -> {os.path.join(self.dir, 'checkpoint.pt')}")
+
+    # ------------------------------------------------------------------ rewind (const-cosine)
+    def rewind(self) -> None:
+        """Back to the constant-LR trunk at the branch point and train it to ``continue.pt``."""
+        import torch
+
+        from ticlip.models import save_checkpoint
+        from ticlip.train.dist import barrier
+        from ticlip.train.loop import LoopState
+
+        run, dinfo = self.run_ctx, self.run_ctx.dist
+        if self.phase != "trunk":
+            return
+        if self.resumed_phase != "trunk":  # straight from finish(): the branch's weights are loaded
+            barrier(dinfo)
+            spent = LoopState(**self.loop_state.to_dict())
+            # what end_step learnt (EWC's Fisher, patching's patched weights) outlives the rewind
+            after_end = copy.deepcopy(run.method.state_dict())
+            self._restore(torch.load(self.trunk_path, map_location=dinfo.device, weights_only=False))
+            run.method.load_state_dict(after_end)
+            # the trunk restarts at the branch point; the compute counters keep the branch's spend
+            self.loop_state.pairs_seen, self.loop_state.macs = spent.pairs_seen, spent.macs
+            self.save_state("trunk")
+        else:  # resumed in the trunk phase, after the deployable checkpoint was written
+            self.extra_macs = self._recorded_extra_macs()
+        self._run_phase("trunk", self.sched.branch_point, self.iterations, self.sched.trunk_lr, "tail")
+        if dinfo.is_main:
+            save_checkpoint(self.model, os.path.join(self.dir, "continue.pt"), name=run.cfg.model,
+                            extra={"step": self.t, "label": self.label, "branch": "trunk"})
+        self.phase = "done"
+
+    def _recorded_extra_macs(self) -> float:
+        path = os.path.join(self.dir, "step.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                return float(json.load(f).get("extra_macs") or 0.0)
+        return 0.0
+
+    # ------------------------------------------------------------------ bookkeeping
+    def mark_finished(self) -> None:
+        """The step's record in run.json; the resumable state files go."""
+        run, t, ls = self.run_ctx, self.t, self.loop_state
+        if not run.dist.is_main:
+            return
+        info = run.info
+        macs = ls.macs + self.extra_macs
+        before = sum(s.macs for s in info.steps if s.index < t and s.finished)
+        info.steps = [s for s in info.steps if s.index != t]
+        info.steps.append(StepRecord(index=t, label=self.label, checkpoint=os.path.join("steps", str(t), "checkpoint.pt"),
+                                     pairs_seen=ls.pairs_seen, macs=macs, cumulative_macs=before + macs, finished=True))
+        info.steps.sort(key=lambda s: s.index)
+        info.extra.setdefault("seconds", {})[str(t)] = round(time.time() - self.t_start, 3)
+        info.save(run.run_dir)
+        for p in (self.state_path, self.trunk_path):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+__all__ = ["PHASES", "RunContext", "RunRefused", "StepTrainer", "model_transform"]

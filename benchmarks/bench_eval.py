@@ -24,11 +24,11 @@ from ticlip.data.shards import ShardSample, encode_image, write_shard
 from ticlip.data.stream import ShardSet, TimeStream
 from ticlip.eval.encode import encode_pixels, encode_texts, eval_transform, images_to_pixels
 from ticlip.eval.retrieval import subsampled_recall
-from ticlip.eval.runner import EvalConfig, Evaluator, ModelRef, _quiet_open_clip
+from ticlip.eval.runner import EvalConfig, Evaluator, ModelRef
 from ticlip.eval.static import LoaderContext, load_task_data
 from ticlip.eval.tasks import load_tasks, select_tasks
 from ticlip.eval.zeroshot import build_classifier, templates, zero_shot_accuracy
-from ticlip.models import create_model, save_checkpoint
+from ticlip.models import create_model, quiet_open_clip, save_checkpoint
 
 def add_classification_sets(stream: TimeStream, per_step: int, classes: int) -> None:
     """A "classification" set per step cut from its retrieval set (same images and uids, as
@@ -59,7 +59,7 @@ def datacomp_way(stream, specs, steps, checkpoint, model_name, config, subsample
     static_seconds = 0.0
 
     def load():
-        with _quiet_open_clip():
+        with quiet_open_clip():
             b = create_model(model_name, init=checkpoint, device=dev)
         b.model.eval()
         return b
@@ -153,7 +153,7 @@ def measure(args, work: str) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     # Warm-up (imports, open_clip's registry, tokenizer files, allocator) so neither way pays it.
-    with _quiet_open_clip():
+    with quiet_open_clip():
         b = create_model(args.model, init=checkpoint, device=args.device)
     encode_texts(b.model, b.tokenizer, ["warm up"], device=args.device)
     del b
@@ -218,7 +218,7 @@ def measure(args, work: str) -> int:
 
 
 def _records(out_dir):
-    from ticlip.eval.matrix import EVAL_LOG, read_results
+    from ticlip.eval.results import EVAL_LOG, read_results
 
     return read_results(os.path.join(out_dir, EVAL_LOG))
 

@@ -78,6 +78,11 @@ class Evaluator:
     def subsample(self) -> int | None:
         return self.plan.subsample
 
+    @property
+    def dynamic(self):
+        """The planned dynamic tasks (``ticlip.eval.plan.DynamicTask``)."""
+        return self.plan.dynamic
+
     def _skip(self, task: str, why: str) -> None:
         if task not in self.skipped_tasks:
             self.skipped_tasks[task] = why

@@ -15,6 +15,7 @@ from ticlip.data.build import BuildConfig, BuildError, build_stream, count_check
 from ticlip.data.records import Record
 from ticlip.data.stream import TimeStream
 from ticlip.data.table import read_table
+from ticlip.schema import ConfigError
 
 from test_table import http_dir  # noqa: F401  (a fixture: a local HTTP server)
 
@@ -359,13 +360,61 @@ def test_config_yaml_round_trip_and_validation(tmp_path):
     cfg.to_yaml(str(path))
     assert BuildConfig.from_yaml(str(path)) == cfg
     assert cfg.replace(seed=3).seed == 3
-    for bad in ({"granularity": "week"}, {"eval_fraction": 1.5}, {"shard_size": 0}, {"step_ends": ["2015", "2014"]},
-                {"aggregate_until": "2014-06"}, {"language": "klingon"}, {"colour": 1}, {"max_aspect_ratio": 0.5}):
-        with pytest.raises(BuildError):
-            BuildConfig.from_dict(bad)
+    for bad, message in [
+        ({"granularity": "week"}, "granularity: Input should be 'year' or 'month'"),
+        ({"eval_fraction": 1.5}, "eval_fraction: must be in [0, 1) (got 1.5)"),
+        ({"shard_size": 0}, "shard_size: Input should be greater than or equal to 1"),
+        ({"step_ends": ["2015", "2014"]}, "step_ends: step ends must increase"),
+        ({"step_ends": []}, "step_ends: is empty"),
+        ({"aggregate_until": "2014-06"}, "aggregate_until: period '2014-06' does not fit granularity 'year'"),
+        ({"language": "klingon"}, "language: unknown language filter 'klingon'; known: ascii-english"),
+        ({"colour": 1}, "unknown key 'colour'; known keys: aggregate_until, dedup"),
+        ({"max_aspect_ratio": 0.5}, "max_aspect_ratio: must be >= 1"),
+        ({"eval_size": True}, "eval_size: Input should be a valid integer"),
+        ({"dedup": "yes"}, "dedup: Input should be a valid boolean"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            BuildConfig.load(bad, source="b.yaml")
+        assert str(e.value).startswith("b.yaml: ") and message in str(e.value) and "\n" not in str(e.value)
     path.write_text("- a list\n")
-    with pytest.raises(BuildError, match="mapping"):
+    with pytest.raises(ConfigError, match="mapping"):
         BuildConfig.from_yaml(str(path))
+
+
+def test_config_reads_yaml_values_as_before():
+    """Years written as numbers become text, comma lists become lists, numbers keep their type."""
+    cfg = BuildConfig.load({"aggregate_until": 2014, "step_ends": "2015, 2016", "max_aspect_ratio": 3,
+                            "eval_fraction": "0.25", "eval_size": "1e3"})
+    assert cfg.aggregate_until == "2014" and cfg.step_ends == ["2015", "2016"]
+    assert cfg.eval_fraction == 0.25 and cfg.eval_size == 1000
+    assert cfg.max_aspect_ratio == 3 and type(cfg.max_aspect_ratio) is int  # kept as written: the hash sees it
+    assert list(cfg.to_dict()) == ["granularity", "aggregate_until", "step_ends", "eval_size", "eval_fraction",
+                                   "seed", "min_caption_words", "min_caption_chars", "min_image_side",
+                                   "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
+                                   "image_cache_dir"]
+    assert "image_cache_dir" not in cfg.output_dict()
+
+
+def test_config_hash_is_pinned():
+    """Compatibility pin: existing streams store this hash in .build/state.json and refuse to resume
+    when it changes. The values were computed once with the builder before it became a package
+    (BuildConfig as a dataclass); the same settings must keep giving them."""
+    from ticlip.data.build import config_hash
+    from ticlip.data.sources import get_source
+
+    table = {"table": "/data/t.csv", "image_col": "image", "caption_col": "caption",
+             "timestamp_col": "timestamp", "uid_col": None}
+    assert config_hash(BuildConfig(), "table", table) == "72e27e7711f32056"
+    assert config_hash(BuildConfig(**get_source("emoji").default_build), "emoji", {}) == "7aec1bac4183c7f0"
+    custom = BuildConfig(granularity="month", aggregate_until="2014-06", step_ends=["2015-01", "2016-12"],
+                         eval_size=7, eval_fraction=0.25, seed=3, min_caption_words=1, min_caption_chars=2,
+                         min_image_side=10, max_aspect_ratio=None, language="ascii-english", max_image_side=64,
+                         shard_size=50, dedup=False, image_cache_dir="/x")
+    assert config_hash(custom, "synthetic", {"num_pairs": 200, "seed": 1}) == "68dcff00e35c6350"
+    as_written = BuildConfig.load({"max_aspect_ratio": 3, "eval_fraction": 0, "aggregate_until": 2014})
+    assert config_hash(as_written, "emoji", {}) == "7288ac3c2ac8821e"
+    assert config_hash(custom.replace(image_cache_dir="/elsewhere"), "synthetic",
+                       {"num_pairs": 200, "seed": 1}) == "68dcff00e35c6350"  # does not shape the output
 
 
 def test_no_rows_left_is_a_clear_error(tmp_path):
@@ -376,6 +425,7 @@ def test_no_rows_left_is_a_clear_error(tmp_path):
 
 
 # ------------------------------------------------------------------------------ at scale
+@pytest.mark.slow
 def test_10k_rows_with_missing_images_and_bad_timestamps(tmp_path):
     """The issue's acceptance case: 3% missing images, 2% unparseable timestamps, exact counts."""
     rng = random.Random(0)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-import ticlip.data.build as build_mod
+import ticlip.data.build.images as images_mod
 from test_build import image_rows, write_csv
 from ticlip.data.build import BuildConfig, BuildError, build_stream
 from ticlip.data.stream import TimeStream
@@ -63,7 +63,7 @@ def test_interrupted_reading_then_resumed(table, tmp_path, reference):
 
 
 def test_interrupted_after_some_shards_then_resumed(table, tmp_path, reference, monkeypatch):
-    real = build_mod.write_shard
+    real = images_mod.write_shard
     written = []
 
     def flaky(path, samples):
@@ -72,14 +72,14 @@ def test_interrupted_after_some_shards_then_resumed(table, tmp_path, reference, 
         written.append(path)
         return real(path, samples)
 
-    monkeypatch.setattr(build_mod, "write_shard", flaky)
+    monkeypatch.setattr(images_mod, "write_shard", flaky)
     with pytest.raises(KeyboardInterrupt):
         run(table, tmp_path / "out")
     assert not os.path.exists(tmp_path / "out" / "stream.json")
     first = list(written)
 
     written.clear()
-    monkeypatch.setattr(build_mod, "write_shard", lambda p, s: (written.append(p), real(p, s))[1])
+    monkeypatch.setattr(images_mod, "write_shard", lambda p, s: (written.append(p), real(p, s))[1])
     run(table, tmp_path / "out")
     assert tree(tmp_path / "out") == reference
     total = len([f for f in reference[0] if f.endswith(".tar")])  # 3 eval + 6 train shards

@@ -55,18 +55,20 @@ def test_config_yaml_and_flag_precedence(table, tmp_path, capsys):
     [
         (["missing.csv"], "no such table file"),
         (["TABLE", "--caption-col", "text"], "no column 'text'"),
-        (["TABLE", "--granularity", "week"], "granularity must be one of year, month"),
-        (["TABLE", "--step-ends", "2015-06"], "does not fit granularity 'year'"),
-        (["TABLE", "--eval-fraction", "2"], "eval_fraction must be in"),
-        (["TABLE", "--font", "x.ttf"], "apply to sources, not to tables"),
-        (["nosuchsource"], "unknown source 'nosuchsource'"),
-        (["synthetic", "--image-col", "x"], "apply to tables"),
+        (["TABLE", "--granularity", "week"], "build: granularity: Input should be 'year' or 'month' (got 'week')"),
+        (["TABLE", "--step-ends", "2015-06"], "build: step_ends: period '2015-06' does not fit granularity 'year'"),
+        (["TABLE", "--eval-fraction", "2"], "build: eval_fraction: must be in [0, 1) (got 2.0)"),
+        (["TABLE", "--font", "x.ttf"], "options: a table has no option 'font'; accepted: image_col, caption_col"),
+        (["nosuchsource"], "source: unknown source 'nosuchsource'; known sources: emoji, synthetic"),
+        (["TABLE", "--config", "BADKEY"], "bad.yaml: unknown key 'colour'"),
+        (["synthetic", "--image-col", "x"], "options: source 'synthetic' has no option 'image_col'; accepted: num_pairs"),
         (["synthetic", "--option", "oops"], "KEY=VALUE"),
-        (["TABLE", "--config", "nope.yaml"], "no such build config file"),
+        (["TABLE", "--config", "nope.yaml"], "config file nope.yaml does not exist"),
     ],
 )
 def test_build_errors_exit_2(args, message, table, tmp_path, capsys):
-    args = [table if a == "TABLE" else a for a in args]
+    (tmp_path / "bad.yaml").write_text("colour: red\n")
+    args = [{"TABLE": table, "BADKEY": str(tmp_path / "bad.yaml")}.get(a, a) for a in args]
     assert main(["data", "build", *args, "--out", str(tmp_path / "s"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("ticlip data: error:")
@@ -98,7 +100,8 @@ def test_source_options_and_defaults_reach_the_source(tmp_path, monkeypatch, cap
         for i in range(20):
             yield Record(f"fake pair {i}", 2015 + i % 2, Image.new("RGB", (8, 8), (i, 0, 0)))
 
-    spec = SourceSpec("fake", records, default_build={"eval_fraction": 0.25, "max_image_side": 8})
+    spec = SourceSpec("fake", records, default_build={"eval_fraction": 0.25, "max_image_side": 8},
+                      options_help={k: "an option" for k in ("font", "num_pairs", "style", "k")})
     monkeypatch.setattr(sources, "get_source", lambda name: spec)
     out = str(tmp_path / "s")
     assert main(["data", "build", "fake", "--out", out, "--font", "f.ttf", "--num-pairs", "20",

@@ -5,6 +5,7 @@ from collections import Counter
 
 import pytest
 
+from ticlip.data.build import BuildConfig, build_stream_from, count_check
 from ticlip.data.sources import get_source
 from ticlip.data.sources import emoji as emoji_source
 from ticlip.data.sources.emoji import EMOJI_VERSION_YEARS, emoji_caption, emoji_uid
@@ -137,15 +138,16 @@ def test_unknown_option_lists_valid_ones():
         get_source("emoji").records({"size": "12"})
 
 
+@pytest.mark.slow
 @needs_font
 def test_emoji_stream_builds_end_to_end(tmp_path):
-    build = pytest.importorskip("ticlip.data.build")
     spec = get_source("emoji")
-    stream = build.build_stream(spec.records({}), tmp_path / "emoji", build.BuildConfig(**spec.default_build),
-                                name="emoji", source="emoji", source_params={}, progress=False)
+    stream = build_stream_from("emoji", tmp_path / "emoji", progress=False)
+    assert stream.name == "emoji" and stream.provenance["source"] == "emoji"
+    assert stream.provenance["config"] == BuildConfig.load(spec.default_build).to_dict()
     assert len(stream.steps) >= 6
     assert stream.labels[0] == "≤2014" and stream.labels[-1] == "2021–2023"
-    ok, line = build.count_check(stream)
+    ok, line = count_check(stream)
     assert ok, line
     counts = stream.provenance["counts"]
     assert counts["filtered"] == {}  # the relaxed caption filter keeps one-word names like "ox"

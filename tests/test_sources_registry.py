@@ -2,6 +2,7 @@
 
 import pytest
 
+from ticlip.data.build import BuildConfig
 from ticlip.data.sources import SourceRecords, get_source, list_sources, option_int
 from ticlip.errors import TiclipError
 
@@ -16,9 +17,9 @@ def test_known_sources_and_their_specs():
 
 
 def test_default_builds_are_valid_build_configs():
-    build = pytest.importorskip("ticlip.data.build")
     for name in list_sources():
-        build.BuildConfig(**get_source(name).default_build)
+        config = BuildConfig.load(get_source(name).default_build, source=name)
+        assert config.to_dict().items() >= get_source(name).default_build.items()
 
 
 def test_unknown_source_lists_the_known_ones():

@@ -1,6 +1,7 @@
 """`ticlip data build | info | show`: build a stream, describe it, look at a step.
 
-Thin: parses flags into a BuildConfig and source options, then calls ticlip.data.build.
+Thin: flags become build settings (``BuildConfig`` fields, derived from the schema) and source options
+(or table columns); ``ticlip.data.build.build_stream_from`` does the rest, as it does for experiments.
 """
 
 from __future__ import annotations
@@ -9,27 +10,11 @@ import json
 import os
 import sys
 
+from ticlip.data.build import TABLE_OPTIONS, BuildConfig, build_stream_from, check_build_request
 from ticlip.errors import TiclipError
+from ticlip.schema import add_schema_arguments, given_flags, parse_kv, read_yaml_mapping
 
-# flag dest -> BuildConfig field, for flags that default to None ("not given")
-_CONFIG_FLAGS = {
-    "granularity": "granularity",
-    "aggregate_until": "aggregate_until",
-    "step_ends": "step_ends",
-    "eval_size": "eval_size",
-    "eval_fraction": "eval_fraction",
-    "seed": "seed",
-    "min_caption_words": "min_caption_words",
-    "min_caption_chars": "min_caption_chars",
-    "min_image_side": "min_image_side",
-    "max_aspect_ratio": "max_aspect_ratio",
-    "language": "language",
-    "max_image_side": "max_image_side",
-    "shard_size": "shard_size",
-    "image_cache_dir": "image_cache_dir",
-}
-_TABLE_FLAGS = {"image_col": "--image-col", "caption_col": "--caption-col",
-                "timestamp_col": "--timestamp-col", "uid_col": "--uid-col"}
+_BUILD_GROUP = "build settings (BuildConfig fields; see docs/DATA.md)"
 
 
 def register(subparsers) -> None:
@@ -48,30 +33,17 @@ def register(subparsers) -> None:
     b.add_argument("--out", required=True, help="output directory (local)")
     b.add_argument("--name", help="stream name (default: the source name or the table's file name)")
     b.add_argument("--config", help="BuildConfig YAML; flags given here override it")
-    b.add_argument("--granularity", help="year | month (default year)")
-    b.add_argument("--aggregate-until", help="merge this period and earlier ones into the first step (e.g. 2014)")
-    b.add_argument("--step-ends", help="comma-separated last period of each step, e.g. 2014,2015,2016,2018; "
-                   "later periods are dropped (and counted)")
-    b.add_argument("--eval-size", type=int, help="held-out retrieval pairs per step (default 1000)")
-    b.add_argument("--eval-fraction", type=float, help="for small steps: eval = min(eval size, fraction x pairs)")
-    b.add_argument("--seed", type=int, help="seed of the eval sampling (default 0)")
-    b.add_argument("--min-caption-words", type=int, help="default 2")
-    b.add_argument("--min-caption-chars", type=int, help="default 5")
-    b.add_argument("--min-image-side", type=int, help="smallest image side in pixels (default 0 = off; DataComp: 200)")
-    b.add_argument("--max-aspect-ratio", type=float, help="longest/shortest side bound (default 3; 0 = off)")
-    b.add_argument("--language", help="language filter hook name (e.g. ascii-english; default off)")
-    b.add_argument("--max-image-side", type=int, help="resize images to this longest side on write (default 256)")
-    b.add_argument("--shard-size", type=int, help="rows per shard (default 1000)")
-    b.add_argument("--no-dedup", action="store_true", help="keep duplicates (default: keep the first in time)")
+    add_schema_arguments(b, BuildConfig, groups={f: _BUILD_GROUP for f in BuildConfig.model_fields},
+                         metavars={"step_ends": "P1,P2,...", "aggregate_until": "PERIOD"})
     b.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes decoding and encoding images (default: min(4, CPUs))")
-    for dest, flag in _TABLE_FLAGS.items():
-        b.add_argument(flag, dest=dest, help=f"table column of the {dest[:-4]} "
-                       f"(default {'uid if present' if dest == 'uid_col' else dest[:-4]})")
-    b.add_argument("--image-cache-dir", help="cache of URL images (default OUT/.build/image-cache)")
+    for key, default in TABLE_OPTIONS.items():
+        b.add_argument("--" + key.replace("_", "-"), dest=key,
+                       help=f"table column of the {key[:-4]} (default {default or 'uid if present'})")
     b.add_argument("--font", help="source option font: a colour emoji font file")
     b.add_argument("--num-pairs", type=int, help="source option num_pairs")
-    b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="another source option (repeatable)")
+    b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another source option (repeatable; VALUE read as YAML)")
     b.add_argument("--overwrite", action="store_true", help="replace a different earlier build in OUT")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -92,84 +64,35 @@ def register(subparsers) -> None:
 
 
 # ------------------------------------------------------------------------------------- build
-def build_config_from_args(args, source_defaults: dict | None = None):
-    """BuildConfig = defaults < the source's defaults < --config YAML < flags given."""
-    from ticlip.data.build import BuildConfig, BuildError
-
-    merged = dict(source_defaults or {})
+def build_settings_from_args(args) -> dict:
+    """The build settings given: the --config YAML (checked on its own, naming the file), then flags.
+    The source's defaults go under them (``check_build_request``)."""
+    settings = {}
     if args.config:
-        BuildConfig.from_yaml(args.config)  # validates keys and values, with a clear error
-        import yaml
-
-        with open(args.config, encoding="utf-8") as f:
-            merged.update(yaml.safe_load(f) or {})
-    for dest, key in _CONFIG_FLAGS.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            merged[key] = v
-    if args.max_aspect_ratio is not None and args.max_aspect_ratio <= 0:
-        merged["max_aspect_ratio"] = None
-    if args.step_ends is not None:
-        merged["step_ends"] = [p.strip() for p in args.step_ends.split(",") if p.strip()]
-        if not merged["step_ends"]:
-            raise BuildError("--step-ends needs at least one period, e.g. 2014,2015,2016")
-    if args.no_dedup:
-        merged["dedup"] = False
-    return BuildConfig.from_dict(merged)
+        settings = read_yaml_mapping(args.config)
+        BuildConfig.load(settings, source=args.config)
+    flags = given_flags(args, BuildConfig)
+    if flags.get("max_aspect_ratio") is not None and flags["max_aspect_ratio"] <= 0:
+        flags["max_aspect_ratio"] = None  # 0 on the command line: no limit
+    return {**settings, **flags}
 
 
-def _source_options(args) -> dict:
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise TiclipError(f"--option takes KEY=VALUE, not {item!r}")
-        options[key.strip()] = value
+def options_from_args(args) -> dict:
+    """Source options (--option KEY=VALUE, --font, --num-pairs) and table columns (--image-col, ...);
+    ``check_build_request`` refuses those that do not apply to the source."""
+    options = dict(parse_kv(item, flag="--option") for item in args.option)
     if args.font is not None:
         options["font"] = args.font
     if args.num_pairs is not None:
         options["num_pairs"] = args.num_pairs
+    options.update({key: getattr(args, key) for key in TABLE_OPTIONS if getattr(args, key) is not None})
     return options
 
 
 def cmd_build(args) -> int:
-    from ticlip.data.build import build_stream
-    from ticlip.data.table import TableError, read_table, table_format
-
-    if table_format(args.source) is not None or os.path.isfile(args.source):
-        if table_format(args.source) is None:
-            raise TableError(f"{args.source}: unknown table format; use .csv, .tsv, .jsonl or .parquet")
-        if not os.path.isfile(args.source):
-            raise TableError(f"no such table file: {args.source}")
-        given = [f"--{k}" for k in ("font", "num_pairs") if getattr(args, k) is not None] + (
-            ["--option"] if args.option else [])
-        if given:
-            raise TiclipError(f"{', '.join(given).replace('_', '-')} apply to sources, not to tables")
-        cols = {dest: getattr(args, dest) for dest in _TABLE_FLAGS if getattr(args, dest) is not None}
-        config = build_config_from_args(args)
-        table = os.path.abspath(args.source)
-        # Started here so that a wrong column fails before anything is written.
-        records = _started(read_table(table, **cols))
-        name = args.name or os.path.splitext(os.path.basename(table))[0]
-        source, params = "table", {"table": table, **_table_cols(cols)}
-    else:
-        given = [flag for dest, flag in _TABLE_FLAGS.items() if getattr(args, dest) is not None]
-        if given:
-            raise TiclipError(f"{', '.join(given)} apply to tables (.csv/.jsonl/.parquet), not to source {args.source!r}")
-        try:
-            from ticlip.data.sources import get_source
-        except ImportError:
-            raise TiclipError(
-                f"{args.source!r} is neither a table file (.csv/.jsonl/.parquet) nor a known source"
-            ) from None
-        spec = get_source(args.source)
-        options = _source_options(args)
-        config = build_config_from_args(args, getattr(spec, "default_build", {}) or {})
-        records = spec.records(options)
-        name = args.name or spec.name
-        source, params = spec.name, options
-    stream = build_stream(records, args.out, config, name=name, source=source, source_params=params,
-                          progress=not args.quiet, workers=args.workers, overwrite=args.overwrite)
+    request = check_build_request(args.source, build_settings_from_args(args), options_from_args(args), where="")
+    stream = build_stream_from(request, args.out, name=args.name, progress=not args.quiet, workers=args.workers,
+                               overwrite=args.overwrite)
     train = sum(s.train.count for s in stream.steps)
     ev = sum(e.count for s in stream.steps for e in s.eval.values())
     print(f"built stream {stream.name!r}: {len(stream.steps)} steps ({', '.join(stream.labels)}), "
@@ -178,25 +101,6 @@ def cmd_build(args) -> int:
         print(f"warning: {w}", file=sys.stderr)
     print(f"see `ticlip data info {args.out}`")
     return 0
-
-
-def _table_cols(cols: dict) -> dict:
-    return {"image_col": cols.get("image_col", "image"), "caption_col": cols.get("caption_col", "caption"),
-            "timestamp_col": cols.get("timestamp_col", "timestamp"), "uid_col": cols.get("uid_col")}
-
-
-def _started(gen):
-    """The same rows as ``gen``, whose first row has already been read."""
-    try:
-        first = next(gen)
-    except StopIteration:
-        return iter(())
-
-    def chain():
-        yield first
-        yield from gen
-
-    return chain()
 
 
 # -------------------------------------------------------------------------------------- info

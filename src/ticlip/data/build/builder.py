@@ -1,0 +1,154 @@
+"""``build_stream``: records → a TimeStream in a local directory (the two passes, then the manifest).
+
+1. The metadata pass (``rows``) reads every record in this process; images held in memory go to a
+   spool file. 2. ``plan`` sorts, drops, de-duplicates and splits the rows into steps. 3. The image
+   pass (``images``) writes the eval and train shards in ``workers`` processes, leaving a marker per
+   finished shard (``resume``). 4. The manifest ``stream.json`` is written last: its presence means
+   the build finished.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import Counter
+from typing import Iterable
+
+from ticlip.atomic import write_json_atomic
+from ticlip.data.build.config import EVAL_TASK, BuildConfig, BuildError
+from ticlip.data.build.images import ImageOptions, Runner, build_eval, build_train
+from ticlip.data.build.plan import PlannedStep, fingerprint, plan
+from ticlip.data.build.progress import progress_bar
+from ticlip.data.build.resume import IMAGE_CACHE, BuildState, config_hash, identity
+from ticlip.data.build.rows import Counts, Spool, json_safe, read_rows
+from ticlip.data.records import Record
+from ticlip.data.stream import ShardSet, Step, TimeStream, library_versions
+from ticlip.data.table import SkippedRow
+
+
+def build_stream(
+    records: Iterable[Record | SkippedRow],
+    out: str | os.PathLike,
+    config: BuildConfig | None = None,
+    *,
+    name: str,
+    source: str,
+    source_params: dict | None = None,
+    progress: bool = True,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> TimeStream:
+    """Build a TimeStream in the local directory ``out`` from ``records``.
+
+    ``source``/``source_params`` are recorded as provenance and, with ``config``, identify the
+    build: re-running into a finished or interrupted ``out`` with the same ones (and the same
+    input) resumes or does nothing; anything else raises BuildError unless ``overwrite``.
+    ``workers`` processes decode and encode images (1 = in this process). To build from a source
+    name or a table file, use ``build_stream_from``, which records the provenance for you.
+    """
+    config = BuildConfig.load(config.to_dict(), source="build config") if config is not None else BuildConfig()
+    out = os.path.abspath(os.fspath(out))
+    if "://" in out[:16]:
+        raise BuildError(f"--out must be a local directory, not {out}; copy the built stream afterwards")
+    source_params = json_safe(source_params or {})
+    chash = config_hash(config, source, source_params)
+    ident = identity(config, source, source_params)
+    state = BuildState(out)
+    state.prepare(chash, ident, overwrite)
+
+    cache_dir = config.image_cache_dir or os.path.join(state.build_dir, IMAGE_CACHE)
+    spool_path = os.path.join(state.build_dir, "spool.bin")
+    spool = Spool(spool_path)
+    try:
+        rows, counts = read_rows(records, config, spool, cache_dir, progress)
+    finally:
+        spool.close()
+    source_skipped = getattr(records, "skipped", None)  # what a source left out before yielding
+    counts.source_skipped = dict(sorted(source_skipped.items())) if isinstance(source_skipped, dict) else {}
+    warnings: list[str] = []
+    steps = plan(rows, counts, config, warnings)
+    del rows
+    if not steps:
+        raise BuildError(
+            f"no pairs left to build a stream from: {counts.input_rows} rows in, "
+            f"skipped {dict(counts.skipped)}, filtered {dict(counts.filtered)}, "
+            f"duplicates {counts.duplicates}, dropped {counts.dropped_out_of_range}"
+        )
+    input_fingerprint = fingerprint(steps, counts)
+    state.check_input(chash, input_fingerprint, ident)
+
+    os.makedirs(state.done_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(out, "steps", "*", "*.tmp-*")):
+        os.remove(stale)  # left by a killed build; finished shards are renamed atomically
+    runner = Runner(ImageOptions.of(config, spool_path, cache_dir), workers)
+    ok = False
+    bar = progress_bar(progress, total=sum(len(s.rows) for s in steps), desc="writing shards", unit=" rows")
+    try:
+        evals = [build_eval(st, state, runner, config, bar) for st in steps]
+        trains = build_train(steps, evals, state, runner, config, bar)
+        ok = True
+    finally:
+        bar.close()
+        runner.close(ok)
+
+    stream = _assemble(steps, evals, trains, counts, config, name, source, source_params, chash,
+                       input_fingerprint, warnings, out)
+    os.remove(spool_path)
+    stream.save()  # last: its presence means the build finished
+    return stream
+
+
+def _assemble(steps: list[PlannedStep], evals: list[dict], trains: list[list[dict]], counts: Counts,
+              config: BuildConfig, name: str, source: str, source_params: dict, chash: str,
+              input_fingerprint: str, warnings: list[str], out: str) -> TimeStream:
+    """The manifest from the shard markers (and each step's ``sizes.json``)."""
+    skipped, filtered = Counter(counts.skipped), Counter(counts.filtered)
+    step_objs, step_counts = [], []
+    for st, ev, tr in zip(steps, evals, trains):
+        for m in [ev, *tr]:
+            skipped.update(m["skipped"])
+            filtered.update(m["filtered"])
+        train_shards = [m["shard"] for m in tr if m["shard"]]
+        train_n = sum(m["count"] for m in tr)
+        sizes = {os.path.basename(m["shard"]): m["count"] for m in tr if m["shard"]}
+        eval_sets = {}
+        if ev["count"]:
+            eval_sets[EVAL_TASK] = ShardSet(list(ev["shards"]), ev["count"])
+            # eval shards hold shard_size pairs each but the last
+            for k, rel in enumerate(ev["shards"]):
+                sizes[os.path.basename(rel)] = min(config.shard_size, ev["count"] - k * config.shard_size)
+        if sizes:
+            write_json_atomic(os.path.join(out, "steps", str(st.index), "sizes.json"), sizes)
+        if train_n == 0:
+            warnings.append(f"step {st.label}: no train pairs left after the image checks")
+        if ev["count"] < st.eval_n:
+            warnings.append(f"step {st.label}: only {ev['count']} of {st.eval_n} eval pairs passed the image checks")
+        step_objs.append(Step(st.index, st.label, st.start, st.end, list(st.periods),
+                              ShardSet(train_shards, train_n), eval_sets))
+        step_counts.append({"label": st.label, "train": train_n, "eval": {EVAL_TASK: ev["count"]}})
+    counts_out = {
+        "input_rows": counts.input_rows,
+        "skipped": dict(sorted(skipped.items())),
+        "filtered": dict(sorted(filtered.items())),
+        "duplicates": counts.duplicates,
+        "dropped_out_of_range": counts.dropped_out_of_range,
+        "steps": step_counts,
+        "source_skipped": counts.source_skipped,
+    }
+    provenance = {
+        "builder": "ticlip.data.build",
+        "source": source,
+        "source_params": source_params,
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "counts": counts_out,
+        "config_hash": chash,
+        "input_fingerprint": input_fingerprint,
+        "library_versions": library_versions(),
+        "warnings": warnings,
+    }
+    return TimeStream(root=out, name=name, granularity=config.granularity, steps=step_objs,
+                      provenance=provenance)
+
+
+__all__ = ["build_stream"]

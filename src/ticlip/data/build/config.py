@@ -1,0 +1,121 @@
+"""``BuildConfig``: how records become a stream (one schema: YAML, flags and errors come from it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ticlip.data.build.languages import LANGUAGE_FILTERS
+from ticlip.data.timestamps import GRANULARITIES, normalize_period, plan_steps
+from ticlip.errors import TiclipError
+from ticlip.schema import Field, Schema, field_validator
+
+BUILD_DIR = ".build"  # <out>/.build: the state file, shard markers, the spool and the URL image cache
+EVAL_TASK = "retrieval"  # the held-out set every step gets
+
+
+class BuildError(TiclipError):
+    """A build that cannot go ahead as asked (conflicting output directory, nothing left to build)."""
+
+
+def _not_bool(value, what: str):
+    if isinstance(value, bool):
+        raise ValueError(f"must be {what}")
+    return value
+
+
+class BuildConfig(Schema):
+    """How records become a stream. YAML in/out with ``from_yaml``/``to_yaml``; flags of
+    ``ticlip data build`` come from the field descriptions.
+
+    ``min_image_side`` defaults to 0 (off) because the embedded sources render small images;
+    DataComp's basic filtering uses 200 (``--min-image-side 200``).
+
+    The field order is the order of ``to_dict()`` and of the manifest's ``provenance.config``; the
+    values (and their types: an ``eval_fraction`` written as ``0`` stays an int) feed the config hash
+    that resumable builds compare, so neither may change for existing configurations.
+    """
+
+    granularity: Literal[GRANULARITIES] = Field(
+        "year", description="length of a step's periods")
+    aggregate_until: str | None = Field(
+        None, description="merge this period and earlier ones into the first step (e.g. 2014)")
+    step_ends: list[str] | None = Field(
+        None, description="the last period of each step, e.g. 2014,2015,2016,2018; "
+        "later periods are dropped (and counted)")
+    eval_size: int = Field(1000, ge=0, strict=True, description="held-out retrieval pairs per step")
+    eval_fraction: float | int | None = Field(
+        None, description="for small steps: eval = min(eval size, fraction x pairs), in [0, 1)")
+    seed: int = Field(0, ge=0, strict=True, description="seed of the eval sampling")
+    min_caption_words: int = Field(2, ge=0, strict=True, description="fewest words a caption may have")
+    min_caption_chars: int = Field(5, ge=0, strict=True, description="fewest characters a caption may have")
+    min_image_side: int = Field(
+        0, ge=0, strict=True, description="smallest image side in pixels (0 = off; DataComp: 200)")
+    max_aspect_ratio: float | int | None = Field(
+        3.0, description="longest/shortest side bound (0 on the command line, or null: no limit)")
+    language: str | None = Field(None, description="language filter hook name (e.g. ascii-english)")
+    max_image_side: int = Field(
+        256, ge=1, strict=True, description="resize images to this longest side on write")
+    shard_size: int = Field(1000, ge=1, strict=True, description="rows per shard")
+    dedup: bool = Field(True, strict=True, description="drop duplicates, keeping the first in time")
+    image_cache_dir: str | None = Field(
+        None, description="cache of URL images (default OUT/.build/image-cache); does not change the output")
+
+    @field_validator("aggregate_until", mode="before")
+    @classmethod
+    def _period_as_text(cls, value):
+        return value if value is None else str(_not_bool(value, "a period such as 2014"))
+
+    @field_validator("step_ends", mode="before")
+    @classmethod
+    def _periods_as_text(cls, value):
+        if isinstance(value, str):  # "2014, 2015,2016"
+            value = [s for s in value.replace(" ", "").split(",") if s]
+        if isinstance(value, (list, tuple)):
+            value = [str(_not_bool(v, "a period such as 2014")) for v in value]
+            if not value:
+                raise ValueError("is empty; give the last period of each step, e.g. 2014,2015,2016")
+        return value
+
+    @field_validator("aggregate_until", "step_ends")
+    @classmethod
+    def _periods_fit(cls, value, info):
+        granularity = info.data.get("granularity")
+        if value is None or granularity is None:
+            return value
+        for period in value if isinstance(value, list) else [value]:
+            normalize_period(period, granularity)  # ValueError: names the period and the granularity
+        if isinstance(value, list):
+            plan_steps([], granularity, step_ends=value)  # ValueError: ends that do not increase
+        return value
+
+    @field_validator("eval_fraction", mode="before")
+    @classmethod
+    def _fraction(cls, value):
+        _not_bool(value, "a number in [0, 1)")
+        if value is not None and isinstance(value, (int, float)) and not 0.0 <= float(value) < 1.0:
+            raise ValueError("must be in [0, 1)")
+        return value
+
+    @field_validator("max_aspect_ratio", mode="before")
+    @classmethod
+    def _ratio(cls, value):
+        _not_bool(value, "a number >= 1 or null")
+        if value is not None and isinstance(value, (int, float)) and float(value) < 1.0:
+            raise ValueError("must be >= 1 (or null for no limit)")
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value):
+        if value is not None and value not in LANGUAGE_FILTERS:
+            raise ValueError(f"unknown language filter {value!r}; known: {', '.join(sorted(LANGUAGE_FILTERS))}")
+        return value
+
+    def output_dict(self) -> dict:
+        """The fields that shape the output (what the resume check compares)."""
+        d = self.to_dict()
+        d.pop("image_cache_dir")
+        return d
+
+
+__all__ = ["BUILD_DIR", "EVAL_TASK", "BuildConfig", "BuildError"]

@@ -1,0 +1,70 @@
+"""Describing a built stream: its per-step table, the build's counts and whether they add up."""
+
+from __future__ import annotations
+
+from ticlip.data.stream import TimeStream
+
+
+def count_check(stream: TimeStream) -> tuple[bool, str]:
+    """Whether the manifest's counts add up, and a line saying so (or how they do not)."""
+    c = stream.provenance.get("counts")
+    if not c:
+        return False, "no build counts in this manifest (not made by `ticlip data build`)"
+    train = sum(s.train.count for s in stream.steps)
+    ev = sum(es.count for s in stream.steps for es in s.eval.values())
+    skipped, filtered = sum(c["skipped"].values()), sum(c["filtered"].values())
+    expect = c["input_rows"] - skipped - filtered - c["duplicates"] - c["dropped_out_of_range"]
+    ok = train + ev == expect
+    line = (f"train {train} + eval {ev} = {train + ev} {'==' if ok else '!='} input {c['input_rows']} "
+            f"- skipped {skipped} - filtered {filtered} - duplicates {c['duplicates']} "
+            f"- dropped {c['dropped_out_of_range']} = {expect}")
+    return ok, line
+
+
+def format_info(stream: TimeStream) -> str:
+    """A per-step table of the stream and, under it, the build's counts and their check."""
+    tasks = stream.eval_tasks()
+    head = ["step", "label", "range", "periods", "train"] + [f"eval:{t}" for t in tasks] + ["shards"]
+    body = []
+    for s in stream.steps:
+        if len(s.periods) > 1:
+            periods = f"{s.periods[0]}..{s.periods[-1]} ({len(s.periods)})"
+        else:
+            periods = "".join(s.periods)
+        n_shards = len(s.train.shards) + sum(len(e.shards) for e in s.eval.values())
+        body.append([str(s.index), s.label, f"{s.start}..{s.end}", periods, str(s.train.count)]
+                    + [str(s.eval[t].count) if t in s.eval else "-" for t in tasks] + [str(n_shards)])
+    total = ["", "total", "", "", str(sum(s.train.count for s in stream.steps))] + [
+        str(sum(s.eval[t].count for s in stream.steps if t in s.eval)) for t in tasks
+    ] + [str(sum(len(s.train.shards) + sum(len(e.shards) for e in s.eval.values()) for s in stream.steps))]
+    rows = [head] + body + [total]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    right = {4, len(head) - 1} | {5 + k for k in range(len(tasks))}
+
+    def fmt(r):
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+    lines = [f"stream {stream.name!r} ({stream.granularity}), {len(stream.steps)} steps, {stream.root}", ""]
+    lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body] + [fmt(total), ""]
+    c = stream.provenance.get("counts")
+    if c:
+        def kv(d):
+            return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+        lines += [
+            f"input rows:   {c['input_rows']}",
+            f"skipped:      {sum(c['skipped'].values())} ({kv(c['skipped'])})",
+            f"filtered:     {sum(c['filtered'].values())} ({kv(c['filtered'])})",
+            f"duplicates:   {c['duplicates']}",
+            f"dropped:      {c['dropped_out_of_range']} (after the last step end)",
+        ]
+        if c.get("source_skipped"):
+            lines.append(f"left out by the source (not input rows): {kv(c['source_skipped'])}")
+    ok, line = count_check(stream)
+    lines.append(f"check:        {line} {'OK' if ok else 'MISMATCH'}" if c else f"check:        {line}")
+    for w in stream.provenance.get("warnings", []):
+        lines.append(f"warning:      {w}")
+    return "\n".join(lines)
+
+
+__all__ = ["count_check", "format_info"]

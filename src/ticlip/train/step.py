@@ -317,12 +317,16 @@ class StepTrainer:
     # ------------------------------------------------------------------ finish
     def finish(self) -> None:
         """The method's end hook, then the deployable checkpoint, method state and step.json."""
+        from ticlip.methods.base import StepOutcome
+
         if self.phase != "end":
             return
         method = self.run_ctx.method
         if method.expensive_end_step:
             self.save_state("end")  # a kill inside a long end hook does not redo the training
         outcome = method.end_step(self.ctx)
+        if not isinstance(outcome, StepOutcome):  # a bare mapping of facts: no compute reported
+            outcome = StepOutcome(facts=dict(outcome or {}))
         facts = dict(outcome.facts)
         if outcome.cost is not None:
             self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)

@@ -120,25 +120,18 @@ def tally(results) -> dict:
     return {"skipped": dict(skipped), "filtered": dict(filtered)}
 
 
-# Set once per worker process by the pool's initializer (a worker serves one build).
-_WORKER_OPTS: ImageOptions | None = None
+def _pool_rows(task: tuple) -> list[tuple]:
+    opts, rows = task
+    return process_rows(opts, rows)
 
 
-def _init_worker(opts: ImageOptions):
-    global _WORKER_OPTS
-    _WORKER_OPTS = opts
-
-
-def _pool_rows(rows):
-    return process_rows(_WORKER_OPTS, rows)
-
-
-def _pool_train(job):
-    return job[0], write_train_chunk(_WORKER_OPTS, job)
+def _pool_train(task: tuple) -> tuple:
+    opts, job = task
+    return job[0], write_train_chunk(opts, job)
 
 
 class Runner:
-    """Runs row batches in-process (workers <= 1) or in a process pool."""
+    """Runs row batches in-process (workers <= 1) or in a process pool (each task carries the options)."""
 
     def __init__(self, opts: ImageOptions, workers: int):
         self.opts, self.workers, self.pool = opts, max(1, int(workers or 1)), None
@@ -146,13 +139,13 @@ class Runner:
             import multiprocessing as mp
 
             method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            self.pool = mp.get_context(method).Pool(self.workers, _init_worker, (opts,))
+            self.pool = mp.get_context(method).Pool(self.workers)
 
     def rows(self, rows: list[PlannedRow]) -> list[tuple]:
         if self.pool is None or len(rows) < 2 * self.workers:
             return process_rows(self.opts, rows)
         k = math.ceil(len(rows) / self.workers)
-        parts = self.pool.map(_pool_rows, [rows[i:i + k] for i in range(0, len(rows), k)])
+        parts = self.pool.map(_pool_rows, [(self.opts, rows[i:i + k]) for i in range(0, len(rows), k)])
         return [r for part in parts for r in part]
 
     def train(self, jobs: list) -> Iterator[tuple]:
@@ -160,7 +153,7 @@ class Runner:
             for job in jobs:
                 yield job[0], write_train_chunk(self.opts, job)
         else:
-            yield from self.pool.imap_unordered(_pool_train, jobs)
+            yield from self.pool.imap_unordered(_pool_train, [(self.opts, job) for job in jobs])
 
     def close(self, ok: bool):
         if self.pool is not None:

@@ -87,8 +87,14 @@ def test_run_checks_every_section_before_writing_anything(toy_stream, tmp_path, 
     import time
 
     logs = tmp_path / "runs"
-    change = {k: ({**v, "path": str(tmp_path / "new-stream")} if k == "stream" else v) for k, v in change.items()}
-    cfg = _write(tmp_path / "e.yaml", _exp(toy_stream.root, logs=str(logs), **change))
+    d = _exp(toy_stream.root, logs=str(logs))
+    for key, value in change.items():
+        if key == "stream":
+            value = {**value, "path": str(tmp_path / "new-stream")}
+        elif key == "train":
+            value = {**d["train"], **value}
+        d[key] = value
+    cfg = _write(tmp_path / "e.yaml", d)
     t0 = time.time()
     assert main(["run", cfg]) == 2
     err = capsys.readouterr().err.strip()

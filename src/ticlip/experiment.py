@@ -329,12 +329,15 @@ class ExperimentResult:
 
 
 def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None = None,
-                   train: bool = True, evaluate: bool = True, report: bool = True) -> ExperimentResult:
-    """Build (if needed) → train every run of the sweep → evaluate → report; returns what happened."""
+                   train: bool = True, evaluate: bool = True, report: bool = True,
+                   source: str | None = None) -> ExperimentResult:
+    """Build (if needed) → train every run of the sweep → evaluate → report; returns what happened.
+    ``source`` names the experiment in error messages (its YAML file)."""
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
-    runs = validate_experiment(exp)  # every section, before anything is written
-    ecfg = eval_config(exp) if evaluate and exp.eval_enabled else None
+    source = source or f"experiment {exp.name}"
+    runs = validate_experiment(exp, source)  # every section, before anything is written
+    ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
     os.makedirs(exp.out_dir, exist_ok=True)
     exp.to_yaml(os.path.join(exp.out_dir, "experiment.yaml"))
     ensure_stream(exp.stream, log)

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
+from ticlip.schema import csv_list
+
 DEMO_PRESET = "emoji-cpu"
-
-
-def _csv_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 def _add_run_flags(p, *, with_config: bool) -> None:
@@ -17,8 +15,8 @@ def _add_run_flags(p, *, with_config: bool) -> None:
         p.add_argument("config", help="experiment YAML, or a preset name from configs/ (e.g. emoji-cpu, tic-yfcc)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the YAML, dotted for sections (e.g. train.lr=5e-4, stream.path=data/x); repeatable")
-    p.add_argument("--methods", type=_csv_list, help="comma-separated methods (overrides 'methods')")
-    p.add_argument("--seeds", type=_csv_list, help="comma-separated seeds (overrides 'seeds')")
+    p.add_argument("--methods", type=csv_list, help="comma-separated methods (overrides 'methods')")
+    p.add_argument("--seeds", type=csv_list, help="comma-separated seeds (overrides 'seeds')")
     p.add_argument("--name", help="experiment name (overrides 'name'; results go to LOGS/NAME)")
     p.add_argument("--logs", help="where experiments are written (overrides 'logs'; default runs)")
     p.add_argument("--parallel", type=int, help="training processes at once (overrides 'parallel')")
@@ -63,10 +61,10 @@ def _overrides(args) -> list[str]:
 
 
 def _run(config: str, args) -> int:
-    from ticlip.experiment import load_experiment, run_experiment
+    from ticlip.experiment import load_experiment, preset_path, run_experiment
 
     exp = load_experiment(config, _overrides(args))
-    result = run_experiment(exp, evaluate=not args.no_eval, report=not args.no_report)
+    result = run_experiment(exp, evaluate=not args.no_eval, report=not args.no_report, source=preset_path(config))
     print()
     if result.table:
         print(result.table.rstrip())

@@ -94,12 +94,25 @@ def _schema_class(ann) -> type[BaseModel] | None:
     return None
 
 
+_MEMBER_TAGS = {"str", "int", "float", "bool", "dict", "list", "tuple", "none", "constrained-int", "constrained-float",
+                "constrained-str"}
+
+
+def _is_member_tag(part) -> bool:
+    """Whether a location part names a union member or validator (``list[str]``, ``function-after[...]``)
+    rather than a key or index."""
+    return isinstance(part, str) and ("[" in part or part.startswith("function-") or part in _MEMBER_TAGS)
+
+
 def format_validation_error(err: ValidationError, cls: type[BaseModel], source: str) -> str:
     """One line per problem: ``SOURCE: key a.b: bad value 'x' (accepted: ...)``."""
-    lines = []
+    lines: list[str] = []
+    union_lines: dict[str, int] = {}  # key -> index in lines: one line per key for union members
     for e in err.errors(include_url=False):
-        loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        loc = tuple(p for p in e["loc"] if not _is_member_tag(p))
         key = ".".join(str(p) for p in loc) or "(top level)"
+        if key in union_lines and e["type"] != "extra_forbidden":
+            continue  # a union's other members failed too: the first member's line stands for the key
         if e["type"] == "extra_forbidden":
             parent = loc[:-1]
             sub = cls
@@ -118,6 +131,7 @@ def format_validation_error(err: ValidationError, cls: type[BaseModel], source: 
         accepted = _accepted(cls, loc)
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         hint = f"; accepted: {accepted}" if accepted and e["type"] not in ("literal_error", "value_error") else ""
+        union_lines[key] = len(lines)
         lines.append(f"{source}: {key}: {msg}{shown}{hint}")
     return "\n".join(lines) if lines else f"{source}: {err}"
 

@@ -32,7 +32,7 @@ from ticlip.run_layout import RunInfo, step_dir
 from ticlip.schema import ConfigError
 from ticlip.train.step import PHASES, RunContext, RunRefused, StepTrainer
 
-__all__ = ["PHASES", "RESUME_OVERRIDABLE", "RunRefused", "load_resume_config", "make_method", "parse_steps",
+__all__ = ["PHASES", "RESUME_OVERRIDABLE", "RunRefused", "default_name", "load_resume_config", "make_method", "parse_steps",
            "prepare_run", "resume_overrides_ignored", "run_finished", "train_run"]
 
 # Settings that may differ on --resume without changing the result.

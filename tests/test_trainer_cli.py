@@ -140,11 +140,13 @@ def test_const_cosine_keeps_what_end_step_learnt(toy_stream, tmp_path):
     """The trunk rewinds the model to the branch point, but not the method's end_step state (EWC's
     Fisher, patching's patched weights): a counter kept by end_step must see every step."""
     from ticlip.config import TrainConfig
+    from ticlip.methods.base import StepOutcome
     from ticlip.methods.sequential import Sequential
     from ticlip.train.run import train_run
 
     class CountingEnds(Sequential):
         def __init__(self):
+            super().__init__()
             self.ends, self.seen_at_begin = 0, []
 
         def begin_step(self, ctx):
@@ -152,7 +154,7 @@ def test_const_cosine_keeps_what_end_step_learnt(toy_stream, tmp_path):
 
         def end_step(self, ctx):
             self.ends += 1
-            return {}
+            return StepOutcome()
 
         def state_dict(self):
             return {"ends": self.ends}

@@ -325,8 +325,8 @@ class StepTrainer:
         if method.expensive_end_step:
             self.save_state("end")  # a kill inside a long end hook does not redo the training
         outcome = method.end_step(self.ctx)
-        if not isinstance(outcome, StepOutcome):  # a bare mapping of facts: no compute reported
-            outcome = StepOutcome(facts=dict(outcome or {}))
+        if not isinstance(outcome, StepOutcome):
+            raise TypeError(f"{type(method).__name__}.end_step must return a StepOutcome, got {type(outcome).__name__}")
         facts = dict(outcome.facts)
         if outcome.cost is not None:
             self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)

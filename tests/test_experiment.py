@@ -76,6 +76,8 @@ def test_config_errors(change, message):
         ({"train": {"model": "no-such-model"}}, "no-such-model"),
         ({"train": {"init": "missing.pt"}}, "missing.pt"),
         ({"train": {"warmup": -1}}, "warmup"),
+        ({"train": {"warmup": 5}}, "run sequential-s0: warmup of 5 iterations does not fit a step of 2"),
+        ({"train": {"steps": "7:9"}}, "steps"),
         ({"stream": {"path": "NEW", "source": "no-such-source"}}, "no-such-source"),
         ({"stream": {"path": "NEW", "source": "emoji", "options": {"fnot": "x"}}}, "fnot"),
         ({"stream": {"path": "NEW", "source": "emoji", "build": {"eval_fraktion": 0.1}}}, "eval_fraktion"),

@@ -240,7 +240,20 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
             raise ConfigError(f"{source}: train.init: checkpoint {init} does not exist")
     if exp.eval_enabled:
         eval_config(exp, source)
+    if _stream_exists(exp.stream):
+        check_runs(runs, ensure_stream(exp.stream, log=lambda s: None), source)
     return runs
+
+
+def check_runs(runs: list["PlannedRun"], stream, source: str = "experiment") -> None:
+    """Every run's plan, budget and schedule on ``stream`` (e.g. warmup longer than a step)."""
+    from ticlip.train.run import check_run
+
+    for r in runs:
+        try:
+            check_run(r.config, stream)
+        except TiclipError as e:
+            raise ConfigError(f"{source}: run {r.name}: {e}") from None
 
 
 def eval_config(exp: ExperimentConfig, source: str = "experiment"):
@@ -338,9 +351,12 @@ def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None =
     source = source or f"experiment {exp.name}"
     runs = validate_experiment(exp, source)  # every section, before anything is written
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
+    built = not _stream_exists(exp.stream)
+    stream = ensure_stream(exp.stream, log)
+    if built:  # the runs could not be checked against a stream that did not exist yet
+        check_runs(runs, stream, source)
     os.makedirs(exp.out_dir, exist_ok=True)
     exp.to_yaml(os.path.join(exp.out_dir, "experiment.yaml"))
-    ensure_stream(exp.stream, log)
     todo, skipped = [], []
     for r in runs:
         state = run_state(r)

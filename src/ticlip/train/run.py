@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
+from typing import Any
 
 from ticlip.atomic import write_text_atomic
 from ticlip.config import TrainConfig
@@ -32,7 +34,7 @@ from ticlip.run_layout import RunInfo, step_dir
 from ticlip.schema import ConfigError
 from ticlip.train.step import PHASES, RunContext, RunRefused, StepTrainer
 
-__all__ = ["PHASES", "RESUME_OVERRIDABLE", "RunRefused", "default_name", "load_resume_config", "make_method", "parse_steps",
+__all__ = ["PHASES", "RESUME_OVERRIDABLE", "CheckedRun", "RunRefused", "check_run", "default_name", "load_resume_config", "make_method", "parse_steps",
            "prepare_run", "resume_overrides_ignored", "run_finished", "train_run"]
 
 # Settings that may differ on --resume without changing the result.
@@ -137,6 +139,52 @@ def resume_overrides_ignored(cfg: TrainConfig, given: set[str]) -> list[str]:
     return sorted(k for k in given if k not in RESUME_OVERRIDABLE and k not in ("name", "resume", "config"))
 
 
+# --------------------------------------------------------------------------- checks
+@dataclass
+class CheckedRun:
+    """What ``check_run`` worked out: the method, the steps to train, schedule and budget."""
+
+    method: Any
+    indices: list[int]
+    schedule: Any  # ScheduleConfig
+    budget: Any  # Budget
+    macs_per_pair: float
+    global_batch: int
+
+
+def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "cpu", method=None) -> CheckedRun:
+    """Everything a run needs that can be checked without training or writing: the settings, the model
+    name, ``--init``, the step range, the method and its parameters, every step's plan, budget and
+    schedule. ConfigError (one line) for the first problem. ``ticlip run`` calls this for every run of
+    an experiment before the first one trains; ``train_run`` calls it on every rank before writing."""
+    from ticlip.models import model_config
+    from ticlip.train.budget import Budget, macs_per_pair
+    from ticlip.train.schedule import ScheduleConfig
+
+    cfg.validate()
+    model_config(cfg.model)
+    if cfg.init is not None and not os.path.exists(cfg.init):
+        raise ConfigError(f"--init checkpoint {cfg.init} does not exist")
+    indices = parse_steps(stream, cfg.steps)
+    method = method if method is not None else make_method(cfg)
+    sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction)
+    if cfg.precision == "fp16" and not str(device).startswith("cuda"):
+        raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
+    mpp = macs_per_pair(cfg.model)
+    global_batch = cfg.batch_size * cfg.accum_freq * world_size
+    n_steps = len(stream.steps)
+    if cfg.total_macs is not None:
+        budget = Budget(cfg.total_macs, n_steps, mpp, global_batch, cfg.budget_scale)
+    else:
+        total = float(cfg.iterations_per_step) * global_batch * mpp * n_steps
+        budget = Budget(total, n_steps, mpp, global_batch, cfg.budget_scale)
+    step_sizes = [s.train.count for s in stream.steps]
+    for t in indices:  # every step's plan, budget and schedule must work before anything is written
+        method.plan(t, step_sizes)
+        sched_cfg.for_step(t, budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations)
+    return CheckedRun(method, indices, sched_cfg, budget, mpp, global_batch)
+
+
 # --------------------------------------------------------------------------- the run
 def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo:
     """Train every step of ``cfg.steps`` (all by default); returns the run's RunInfo.
@@ -147,10 +195,7 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo
     import torch
 
     from ticlip.data.stream import TimeStream
-    from ticlip.models import model_config
     from ticlip.train import dist as D
-    from ticlip.train.budget import Budget, macs_per_pair
-    from ticlip.train.schedule import ScheduleConfig
 
     dinfo = D.init_distributed(cfg.device)
     run = None
@@ -163,30 +208,13 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo
             torch.set_num_threads(cfg.threads)
         stream = TimeStream.load(cfg.stream)
         run_dir, cfg, info = prepare_run(cfg, resume=resume, stream=stream)
-        model_config(cfg.model)
-        if cfg.init is not None and not os.path.exists(cfg.init):
-            raise ConfigError(f"--init checkpoint {cfg.init} does not exist")
-        indices = parse_steps(stream, cfg.steps)
-        method = method if method is not None else make_method(cfg)
-        sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction)
-        if cfg.precision == "fp16" and not dinfo.device.startswith("cuda"):
-            raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
-        mpp = macs_per_pair(cfg.model)
-        global_batch = cfg.batch_size * cfg.accum_freq * dinfo.world_size
-        n_steps = len(stream.steps)
-        if cfg.total_macs is not None:
-            budget = Budget(cfg.total_macs, n_steps, mpp, global_batch, cfg.budget_scale)
-        else:
-            total = float(cfg.iterations_per_step) * global_batch * mpp * n_steps
-            budget = Budget(total, n_steps, mpp, global_batch, cfg.budget_scale)
+        checked = check_run(cfg, stream, world_size=dinfo.world_size, device=dinfo.device, method=method)
+        method, indices, sched_cfg, budget = checked.method, checked.indices, checked.schedule, checked.budget
+        mpp, global_batch = checked.macs_per_pair, checked.global_batch
         if cfg.report_to == "tensorboard":
             from ticlip.train.loop import require_tensorboard
 
             require_tensorboard()
-        step_sizes = [s.train.count for s in stream.steps]
-        for t in indices:  # every step's plan, budget and schedule must work before anything is written
-            method.plan(t, step_sizes)
-            sched_cfg.for_step(t, budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations)
         run = RunContext(cfg, stream, method, dinfo, run_dir, info, budget, sched_cfg, mpp, D.make_clip_loss(dinfo),
                          indices)
         D.barrier(dinfo)

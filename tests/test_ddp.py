@@ -56,6 +56,7 @@ def digest(state):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_parameters(toy_stream, tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)

@@ -119,6 +119,7 @@ def test_overrides_and_presets(tmp_path):
         preset_path("no-such-preset")
 
 
+@pytest.mark.slow
 def test_run_end_to_end_three_methods(toy_stream, tmp_path, capsys):
     logs = str(tmp_path / "runs")
     cfg = _write(tmp_path / "e.yaml", _exp(toy_stream.root, methods=["sequential", "cumulative-all", "patching"],

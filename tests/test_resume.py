@@ -95,6 +95,7 @@ def test_resume_after_a_crash_gives_the_same_weights(toy_stream, tmp_path, capsy
             (r["phase"], r["iteration"], r["loss"]) for r in ref]
 
 
+@pytest.mark.slow
 def test_kill_9_mid_step_then_resume(toy_stream, tmp_path, capsys):
     args = ["train", "--stream", toy_stream.root, "--logs", str(tmp_path), "--method", "cumulative-all",
             "--iterations-per-step", "10", "--batch-size", "8", "--workers", "0", "--warmup", "1",

@@ -105,17 +105,15 @@ def main(argv=None) -> int:
     ap.add_argument("--stream", default=None, help="stream for the end-to-end run (default: a generated toy one)")
     args = ap.parse_args(argv)
 
-    import logging
-
     import torch
     from open_clip.loss import ClipLoss
 
-    from ticlip.models import create_model
+    from ticlip.models import create_model, quiet_open_clip
     from ticlip.train.loop import make_optimizer
 
     torch.set_num_threads(args.threads)
-    logging.disable(logging.WARNING)
-    bundle = create_model(args.model, seed=0)
+    with quiet_open_clip():
+        bundle = create_model(args.model, seed=0)
     data = batches(bundle.tokenizer, args.iterations, args.batch_size, bundle.image_size)
     init = {k: v.clone() for k, v in bundle.model.state_dict().items()}
     loss_fn = ClipLoss()

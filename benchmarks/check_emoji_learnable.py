@@ -46,8 +46,7 @@ def main(argv=None) -> None:
 
     from open_clip import ClipLoss
 
-    from ticlip.data.build import BuildConfig, build_stream
-    from ticlip.data.sources import get_source
+    from ticlip.data.build import build_stream_from
     from ticlip.data.stream import TimeStream
     from ticlip.data.transforms import make_eval_transform, make_train_transform, model_mean_std
     from ticlip.models import create_model
@@ -58,10 +57,8 @@ def main(argv=None) -> None:
         stream = TimeStream.load(args.stream)
     else:
         out = args.stream or (tmp := tempfile.TemporaryDirectory()).name
-        spec = get_source("emoji")
         t0 = time.perf_counter()
-        stream = build_stream(spec.records({}), out, BuildConfig(**spec.default_build), name="emoji",
-                              source="emoji", source_params={}, progress=False)
+        stream = build_stream_from("emoji", out, progress=False)
         print(f"built the emoji stream in {time.perf_counter() - t0:.1f} s")
     for s in stream.steps:
         print(f"  step {s.index} {s.label:>9}: train {s.train.count:4d}  eval {s.eval['retrieval'].count:4d}")

@@ -47,6 +47,7 @@ def write_jsonl(path, rows):
 
 def build(table_or_records, out, **config):
     config.setdefault("eval_size", 0)
+    config.setdefault("validation_size", 0)  # validation sets are tested in test_build_validation.py
     records = read_table(table_or_records) if isinstance(table_or_records, (str, os.PathLike)) \
         else table_or_records
     return build_stream(records, str(out), BuildConfig(**config), name="test", source="test",
@@ -391,30 +392,41 @@ def test_config_reads_yaml_values_as_before():
     assert list(cfg.to_dict()) == ["granularity", "aggregate_until", "step_ends", "eval_size", "eval_fraction",
                                    "seed", "min_caption_words", "min_caption_chars", "min_image_side",
                                    "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
-                                   "image_cache_dir"]
+                                   "image_cache_dir", "validation_size", "validation_ratio"]
     assert "image_cache_dir" not in cfg.output_dict()
+    # without validation sets, the manifest's config and the hash hold exactly the fields they held before
+    off = cfg.replace(validation_size=0)
+    assert list(off.record_dict()) == list(cfg.to_dict())[:-2] and "validation_ratio" not in off.output_dict()
 
 
 def test_config_hash_is_pinned():
     """Compatibility pin: existing streams store this hash in .build/state.json and refuse to resume
     when it changes. The values were computed once with the builder before it became a package
-    (BuildConfig as a dataclass); the same settings must keep giving them."""
+    (BuildConfig as a dataclass), which had no validation sets: the same settings with
+    ``validation_size`` 0 must keep giving them. The default build (with validation sets) is a new
+    layout with its own hashes, pinned from here on."""
     from ticlip.data.build import config_hash
     from ticlip.data.sources import get_source
 
     table = {"table": "/data/t.csv", "image_col": "image", "caption_col": "caption",
              "timestamp_col": "timestamp", "uid_col": None}
-    assert config_hash(BuildConfig(), "table", table) == "72e27e7711f32056"
-    assert config_hash(BuildConfig(**get_source("emoji").default_build), "emoji", {}) == "7aec1bac4183c7f0"
+    off = {"validation_size": 0}
+    assert config_hash(BuildConfig(**off), "table", table) == "72e27e7711f32056"
+    emoji = get_source("emoji").default_build
+    assert config_hash(BuildConfig(**emoji, **off), "emoji", {}) == "7aec1bac4183c7f0"
     custom = BuildConfig(granularity="month", aggregate_until="2014-06", step_ends=["2015-01", "2016-12"],
                          eval_size=7, eval_fraction=0.25, seed=3, min_caption_words=1, min_caption_chars=2,
                          min_image_side=10, max_aspect_ratio=None, language="ascii-english", max_image_side=64,
-                         shard_size=50, dedup=False, image_cache_dir="/x")
+                         shard_size=50, dedup=False, image_cache_dir="/x", validation_size=0)
     assert config_hash(custom, "synthetic", {"num_pairs": 200, "seed": 1}) == "68dcff00e35c6350"
-    as_written = BuildConfig.load({"max_aspect_ratio": 3, "eval_fraction": 0, "aggregate_until": 2014})
+    as_written = BuildConfig.load({"max_aspect_ratio": 3, "eval_fraction": 0, "aggregate_until": 2014, **off})
     assert config_hash(as_written, "emoji", {}) == "7288ac3c2ac8821e"
     assert config_hash(custom.replace(image_cache_dir="/elsewhere"), "synthetic",
                        {"num_pairs": 200, "seed": 1}) == "68dcff00e35c6350"  # does not shape the output
+    # with validation sets (the default): new hashes, and the validation settings are part of them
+    assert config_hash(BuildConfig(), "table", table) == "fc349bc6886e3e71"
+    assert config_hash(BuildConfig(**emoji), "emoji", {}) == "f46f97b2d9f4e298"
+    assert config_hash(BuildConfig(validation_ratio=1), "table", table) != "fc349bc6886e3e71"
 
 
 def test_no_rows_left_is_a_clear_error(tmp_path):

@@ -23,7 +23,8 @@ def test_build_then_info(table, tmp_path, capsys):
     assert main(["data", "build", table, "--out", out, "--eval-size", "2", "--aggregate-until", "2015",
                  "--shard-size", "4", "--max-image-side", "8", "--workers", "1", "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "3 steps (≤2015, 2016, 2017)" in text and "33 train + 6 eval" in text
+    # eval 2 per step, validation min(1000, round(0.5 x 2)) = 1 per step (validation_size's default)
+    assert "3 steps (≤2015, 2016, 2017)" in text and "30 train + 6 eval + 3 validation pairs" in text
     s = TimeStream.load(out)
     assert s.name == "t" and s.provenance["source"] == "table"
     assert s.provenance["source_params"]["table"] == table
@@ -32,10 +33,13 @@ def test_build_then_info(table, tmp_path, capsys):
     assert main(["data", "info", out]) == 0
     info = capsys.readouterr().out
     assert "≤2015" in info and "skipped:      1 (bad_timestamp 1)" in info and "OK" in info
+    assert "validation" in info.splitlines()[2] and "+ validation 3 =" in info
     assert main(["data", "info", out, "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert j["counts_add_up"] and j["counts"]["skipped"] == {"bad_timestamp": 1}
     assert [st["label"] for st in j["steps"]] == ["≤2015", "2016", "2017"]
+    val = [st["validation"]["count"] for st in j["steps"]]
+    assert val == [c["validation"] for c in j["counts"]["steps"]] == [1, 1, 1]
 
 
 def test_config_yaml_and_flag_precedence(table, tmp_path, capsys):

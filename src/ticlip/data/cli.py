@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     b = sub.add_parser(
         "build",
         help="build a stream from a source or a metadata table",
-        description="Build a TimeStream (per-step webdataset shards, held-out eval sets, manifest) "
+        description="Build a TimeStream (per-step webdataset shards, held-out eval and validation sets, manifest) "
         "from a registered source (emoji, synthetic) or a CSV/JSONL/Parquet table. Flags override "
         "--config, which overrides the source's defaults. See docs/DATA.md.",
     )
@@ -95,8 +95,9 @@ def cmd_build(args) -> int:
                                overwrite=args.overwrite)
     train = sum(s.train.count for s in stream.steps)
     ev = sum(e.count for s in stream.steps for e in s.eval.values())
+    val = f" + {sum(stream.validation_count(s) for s in stream.steps)} validation" if stream.has_validation else ""
     print(f"built stream {stream.name!r}: {len(stream.steps)} steps ({', '.join(stream.labels)}), "
-          f"{train} train + {ev} eval pairs in {stream.root}")
+          f"{train} train + {ev} eval{val} pairs in {stream.root}")
     for w in stream.provenance.get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     print(f"see `ticlip data info {args.out}`")

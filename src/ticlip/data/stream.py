@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 MANIFEST_NAME = "stream.json"
 MANIFEST_FORMAT = "ticlip-stream/1"
+VALIDATION = "validation"  # a step's validation set: tuning data, never evaluated (not an eval task)
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 
 
@@ -57,7 +58,8 @@ class Step:
 
     ``label`` names it ("2016", "≤2014", "2017–2018", "2021-03"); ``start``/``end`` are inclusive
     ISO dates; ``periods`` lists the years or months it covers; ``eval`` maps a task name (e.g.
-    ``"retrieval"``) to its held-out shards.
+    ``"retrieval"``) to its held-out shards; ``validation`` holds the step's validation pairs (what
+    methods tune on; disjoint from train and eval), None in streams built without validation sets.
     """
 
     index: int
@@ -67,9 +69,10 @@ class Step:
     periods: list[str]
     train: ShardSet
     eval: dict[str, ShardSet] = field(default_factory=dict)
+    validation: ShardSet | None = None
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "index": self.index,
             "label": self.label,
             "start": self.start,
@@ -78,6 +81,9 @@ class Step:
             "train": self.train.to_dict(),
             "eval": {k: v.to_dict() for k, v in self.eval.items()},
         }
+        if self.validation is not None:  # absent: a stream built without validation sets
+            d[VALIDATION] = self.validation.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Step":
@@ -90,6 +96,7 @@ class Step:
                 periods=[str(p) for p in d.get("periods", [])],
                 train=ShardSet.from_dict(d["train"]),
                 eval={k: ShardSet.from_dict(v) for k, v in d.get("eval", {}).items()},
+                validation=ShardSet.from_dict(d[VALIDATION]) if d.get(VALIDATION) is not None else None,
             )
         except KeyError as e:
             raise StreamError(f"step entry lacks field {e.args[0]!r}: {d!r}") from None
@@ -272,6 +279,32 @@ class TimeStream:
             captions.append(s["caption"])
             meta.append(s["meta"])
         return EvalSet(step=st.label, task=task, images=images, captions=captions, meta=meta)
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether the stream was built with validation sets (a step may still hold none)."""
+        return any(s.validation is not None for s in self.steps)
+
+    def validation_count(self, step: int | str | Step) -> int:
+        """Validation pairs of a step (0 when it has none)."""
+        v = self.step(step).validation
+        return v.count if v is not None else 0
+
+    def validation_set(self, step: int | str | Step) -> EvalSet:
+        """A step's validation set, loaded into memory (task ``"validation"``): the pairs methods tune
+        on, disjoint from its train pairs and from every eval set."""
+        st = self.step(step)
+        if st.validation is None:
+            raise StreamError(
+                f"step {st.label!r} of stream {self.name!r} has no validation set (the stream was built "
+                "without validation sets); rebuild it with `ticlip data build ... --validation-size N`"
+            )
+        images, captions, meta = [], [], []
+        for s in self.iter_samples([self.resolve(u) for u in st.validation.shards]):
+            images.append(s["image"])
+            captions.append(s["caption"])
+            meta.append(s["meta"])
+        return EvalSet(step=st.label, task=VALIDATION, images=images, captions=captions, meta=meta)
 
     def train_pipeline(
         self,
@@ -456,6 +489,7 @@ __all__ = [
     "Step",
     "StreamError",
     "TimeStream",
+    "VALIDATION",
     "decode_sample",
     "library_versions",
     "stable_fraction",

@@ -47,6 +47,7 @@ def make_toy_stream(
     steps: int = 4,
     train_per_step: int = 64,
     eval_per_step: int = 16,
+    validation_per_step: int = 16,
     image_size: int = 32,
     seed: int = 0,
     shard_size: int = 32,
@@ -54,20 +55,26 @@ def make_toy_stream(
     """Write a toy stream of ``steps`` yearly steps (2019, 2020, ...) to ``out`` and return it.
 
     Step k draws shapes from a window of the shape list that slides by one per step, so later
-    steps hold concepts earlier ones never saw.
+    steps hold concepts earlier ones never saw. Each step also gets ``validation_per_step`` validation
+    pairs (``steps/<k>/validation-000000.tar``; 0: none, as in streams built without validation sets),
+    drawn from their own random generator so the train and eval pairs do not depend on them.
     """
     rng = random.Random(seed)
+    val_rng = random.Random(f"{seed}/validation")
     colours = list(COLOURS)
     step_objs = []
     for k in range(steps):
         year = 2019 + k
         shapes = [SHAPES[(k + i) % len(SHAPES)] for i in range(3)]
         sets = {}
-        for part, n in (("train", train_per_step), ("eval", eval_per_step)):
+        parts = [("train", train_per_step, rng), ("eval", eval_per_step, rng)]
+        if validation_per_step:
+            parts.append(("validation", validation_per_step, val_rng))
+        for part, n, part_rng in parts:
             samples = []
             for i in range(n):
-                shape, colour = rng.choice(shapes), rng.choice(colours)
-                img = _draw(shape, COLOURS[colour], image_size, rng)
+                shape, colour = part_rng.choice(shapes), part_rng.choice(colours)
+                img = _draw(shape, COLOURS[colour], image_size, part_rng)
                 ext, data = encode_image(img)
                 uid = f"toy-{k}-{part}-{i}"
                 samples.append(
@@ -82,7 +89,7 @@ def make_toy_stream(
             sets[part] = ShardSet(names, len(samples))
         step_objs.append(
             Step(k, str(year), f"{year}-01-01", f"{year}-12-31", [str(year)], sets["train"],
-                 {"retrieval": sets["eval"]})
+                 {"retrieval": sets["eval"]}, sets.get("validation"))
         )
     stream = TimeStream(
         root=os.path.abspath(out), name="toy", granularity="year", steps=step_objs,

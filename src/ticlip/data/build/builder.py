@@ -2,7 +2,7 @@
 
 1. The metadata pass (``rows``) reads every record in this process; images held in memory go to a
    spool file. 2. ``plan`` sorts, drops, de-duplicates and splits the rows into steps. 3. The image
-   pass (``images``) writes the eval and train shards in ``workers`` processes, leaving a marker per
+   pass (``images``) writes the eval, validation and train shards in ``workers`` processes, leaving a marker per
    finished shard (``resume``). 4. The manifest ``stream.json`` is written last: its presence means
    the build finished.
 """
@@ -16,13 +16,13 @@ from typing import Iterable
 
 from ticlip.atomic import write_json_atomic
 from ticlip.data.build.config import EVAL_TASK, BuildConfig, BuildError
-from ticlip.data.build.images import ImageOptions, Runner, build_eval, build_train
+from ticlip.data.build.images import ImageOptions, Runner, build_eval, build_train, build_validation
 from ticlip.data.build.plan import PlannedStep, fingerprint, plan
 from ticlip.data.build.progress import progress_bar
 from ticlip.data.build.resume import IMAGE_CACHE, BuildState, config_hash, identity
 from ticlip.data.build.rows import Counts, Spool, json_safe, read_rows
 from ticlip.data.records import Record
-from ticlip.data.stream import ShardSet, Step, TimeStream, library_versions
+from ticlip.data.stream import VALIDATION, ShardSet, Step, TimeStream, library_versions
 from ticlip.data.table import SkippedRow
 
 
@@ -85,27 +85,29 @@ def build_stream(
     bar = progress_bar(progress, total=sum(len(s.rows) for s in steps), desc="writing shards", unit=" rows")
     try:
         evals = [build_eval(st, state, runner, config, bar) for st in steps]
-        trains = build_train(steps, evals, state, runner, config, bar)
+        validations = [build_validation(st, ev, state, runner, config, bar) for st, ev in zip(steps, evals)]
+        trains = build_train(steps, evals, state, runner, config, bar, validations)
         ok = True
     finally:
         bar.close()
         runner.close(ok)
 
-    stream = _assemble(steps, evals, trains, counts, config, name, source, source_params, chash,
+    stream = _assemble(steps, evals, validations, trains, counts, config, name, source, source_params, chash,
                        input_fingerprint, warnings, out)
     os.remove(spool_path)
     stream.save()  # last: its presence means the build finished
     return stream
 
 
-def _assemble(steps: list[PlannedStep], evals: list[dict], trains: list[list[dict]], counts: Counts,
+def _assemble(steps: list[PlannedStep], evals: list[dict], validations: list[dict | None],
+              trains: list[list[dict]], counts: Counts,
               config: BuildConfig, name: str, source: str, source_params: dict, chash: str,
               input_fingerprint: str, warnings: list[str], out: str) -> TimeStream:
     """The manifest from the shard markers (and each step's ``sizes.json``)."""
     skipped, filtered = Counter(counts.skipped), Counter(counts.filtered)
     step_objs, step_counts = [], []
-    for st, ev, tr in zip(steps, evals, trains):
-        for m in [ev, *tr]:
+    for st, ev, va, tr in zip(steps, evals, validations, trains):
+        for m in [ev, *([va] if va else []), *tr]:
             skipped.update(m["skipped"])
             filtered.update(m["filtered"])
         train_shards = [m["shard"] for m in tr if m["shard"]]
@@ -117,6 +119,14 @@ def _assemble(steps: list[PlannedStep], evals: list[dict], trains: list[list[dic
             # eval shards hold shard_size pairs each but the last
             for k, rel in enumerate(ev["shards"]):
                 sizes[os.path.basename(rel)] = min(config.shard_size, ev["count"] - k * config.shard_size)
+        validation = None
+        if va is not None:  # the build has validation sets (this step's may be empty)
+            validation = ShardSet(list(va["shards"]), va["count"])
+            for k, rel in enumerate(va["shards"]):
+                sizes[os.path.basename(rel)] = min(config.shard_size, va["count"] - k * config.shard_size)
+            if va["count"] < st.validation_n:
+                warnings.append(f"step {st.label}: only {va['count']} of {st.validation_n} validation pairs "
+                                "passed the image checks")
         if sizes:
             write_json_atomic(os.path.join(out, "steps", str(st.index), "sizes.json"), sizes)
         if train_n == 0:
@@ -124,8 +134,11 @@ def _assemble(steps: list[PlannedStep], evals: list[dict], trains: list[list[dic
         if ev["count"] < st.eval_n:
             warnings.append(f"step {st.label}: only {ev['count']} of {st.eval_n} eval pairs passed the image checks")
         step_objs.append(Step(st.index, st.label, st.start, st.end, list(st.periods),
-                              ShardSet(train_shards, train_n), eval_sets))
-        step_counts.append({"label": st.label, "train": train_n, "eval": {EVAL_TASK: ev["count"]}})
+                              ShardSet(train_shards, train_n), eval_sets, validation))
+        step_count = {"label": st.label, "train": train_n, "eval": {EVAL_TASK: ev["count"]}}
+        if validation is not None:
+            step_count[VALIDATION] = validation.count
+        step_counts.append(step_count)
     counts_out = {
         "input_rows": counts.input_rows,
         "skipped": dict(sorted(skipped.items())),
@@ -139,7 +152,7 @@ def _assemble(steps: list[PlannedStep], evals: list[dict], trains: list[list[dic
         "builder": "ticlip.data.build",
         "source": source,
         "source_params": source_params,
-        "config": config.to_dict(),
+        "config": config.record_dict(),
         "seed": config.seed,
         "counts": counts_out,
         "config_hash": chash,

@@ -11,6 +11,7 @@ from ticlip.schema import Field, Schema, field_validator
 
 BUILD_DIR = ".build"  # <out>/.build: the state file, shard markers, the spool and the URL image cache
 EVAL_TASK = "retrieval"  # the held-out set every step gets
+VALIDATION_FIELDS = ("validation_size", "validation_ratio")  # left out of the records when validation_size is 0
 
 
 class BuildError(TiclipError):
@@ -33,6 +34,9 @@ class BuildConfig(Schema):
     The field order is the order of ``to_dict()`` and of the manifest's ``provenance.config``; the
     values (and their types: an ``eval_fraction`` written as ``0`` stays an int) feed the config hash
     that resumable builds compare, so neither may change for existing configurations.
+    ``record_dict()`` (the manifest's ``provenance.config`` and the hash) leaves out the validation
+    fields when ``validation_size`` is 0, so such a build is recorded, hashed and written exactly as
+    by the builder before validation sets existed.
     """
 
     granularity: Literal[GRANULARITIES] = Field(
@@ -59,6 +63,12 @@ class BuildConfig(Schema):
     dedup: bool = Field(True, strict=True, description="drop duplicates, keeping the first in time")
     image_cache_dir: str | None = Field(
         None, description="cache of URL images (default OUT/.build/image-cache); does not change the output")
+    validation_size: int = Field(
+        1000, ge=0, strict=True, description="most held-out validation pairs per step (the data methods tune "
+        "on, e.g. patching's coefficient; never evaluated); 0: no validation sets")
+    validation_ratio: float | int = Field(
+        0.5, description="validation pairs per eval pair of the step: validation = min(validation size, "
+        "round(ratio x eval pairs), half the pairs left after eval)")
 
     @field_validator("aggregate_until", mode="before")
     @classmethod
@@ -104,6 +114,14 @@ class BuildConfig(Schema):
             raise ValueError("must be >= 1 (or null for no limit)")
         return value
 
+    @field_validator("validation_ratio", mode="before")
+    @classmethod
+    def _ratio_positive(cls, value):
+        _not_bool(value, "a number > 0")
+        if isinstance(value, (int, float)) and not float(value) > 0.0:
+            raise ValueError("must be > 0 (set validation_size 0 for no validation sets)")
+        return value
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, value):
@@ -111,11 +129,20 @@ class BuildConfig(Schema):
             raise ValueError(f"unknown language filter {value!r}; known: {', '.join(sorted(LANGUAGE_FILTERS))}")
         return value
 
+    def record_dict(self) -> dict:
+        """``to_dict()`` as the manifest records it: without the validation fields when
+        ``validation_size`` is 0 (absent there means no validation sets)."""
+        d = self.to_dict()
+        if self.validation_size == 0:
+            for key in VALIDATION_FIELDS:
+                d.pop(key)
+        return d
+
     def output_dict(self) -> dict:
         """The fields that shape the output (what the resume check compares)."""
-        d = self.to_dict()
+        d = self.record_dict()
         d.pop("image_cache_dir")
         return d
 
 
-__all__ = ["BUILD_DIR", "EVAL_TASK", "BuildConfig", "BuildError"]
+__all__ = ["BUILD_DIR", "EVAL_TASK", "VALIDATION_FIELDS", "BuildConfig", "BuildError"]

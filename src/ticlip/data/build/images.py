@@ -1,5 +1,6 @@
 """The image pass: decode, check, resize and re-encode each planned row's image, in ``workers``
-processes, and write the shards (each eval set, then train chunks of ``shard_size`` rows).
+processes, and write the shards (each eval set, each validation set, then train chunks of
+``shard_size`` rows).
 
 Each row gives ``("ok", ShardSample)``, ``("skip", reason)`` or ``("filter", name)``. Every finished
 shard leaves a marker (see ``resume.BuildState``), so an interrupted build redoes only what is missing.
@@ -19,6 +20,7 @@ from ticlip.data.build.config import EVAL_TASK, BuildConfig
 from ticlip.data.build.plan import PlannedRow, PlannedStep
 from ticlip.data.build.resume import BuildState
 from ticlip.data.shards import ShardSample, encode_image, write_shard
+from ticlip.data.stream import VALIDATION
 from ticlip.data.table import ImageFetchError, read_image_bytes
 
 
@@ -166,25 +168,42 @@ class Runner:
 
 def build_eval(st: PlannedStep, state: BuildState, runner: Runner, config: BuildConfig, bar) -> dict:
     """The step's held-out set: the first ``eval_n`` rows (seeded order) whose image passes."""
-    marker_path = state.eval_marker(st.index)
+    return _held_out(st, 0, st.eval_n, f"eval-{EVAL_TASK}", state.eval_marker(st.index), state, runner, config, bar)
+
+
+def build_validation(st: PlannedStep, ev: dict, state: BuildState, runner: Runner, config: BuildConfig,
+                     bar) -> dict | None:
+    """The step's validation set: the next ``validation_n`` passing rows after those the eval set
+    consumed (so it shares no row with eval or train); None when the build has no validation sets."""
+    if config.validation_size == 0:
+        return None
+    return _held_out(st, ev["consumed"], st.validation_n, VALIDATION, state.validation_marker(st.index),
+                     state, runner, config, bar)
+
+
+def _held_out(st: PlannedStep, start: int, n: int, kind: str, marker_path: str, state: BuildState,
+              runner: Runner, config: BuildConfig, bar) -> dict:
+    """Write the first ``n`` rows from ``st.rows[start:]`` whose image passes as ``<kind>-NNNNNN.tar``
+    shards; the marker's ``consumed`` counts the rows looked at (from ``start``)."""
     marker = state.read_marker(marker_path)
     if marker is not None:
         bar.update(marker["consumed"])
         return marker
+    rows = st.rows[start:]
     chosen, failed, pos = [], [], 0
-    while len(chosen) < st.eval_n and pos < len(st.rows):
-        need = st.eval_n - len(chosen)
-        batch = st.rows[pos:pos + need + need // 8 + 4]
+    while len(chosen) < n and pos < len(rows):
+        need = n - len(chosen)
+        batch = rows[pos:pos + need + need // 8 + 4]
         for r in runner.rows(batch):
             pos += 1
             (chosen if r[0] == "ok" else failed).append(r)
-            if len(chosen) == st.eval_n:
+            if len(chosen) == n:
                 break
     bar.update(pos)
     shards = []
     samples = [r[1] for r in chosen]
     for j in range(0, len(samples), config.shard_size):
-        rel = shard_rel(st.index, f"eval-{EVAL_TASK}", j // config.shard_size)
+        rel = shard_rel(st.index, kind, j // config.shard_size)
         write_shard(os.path.join(state.out, rel), samples[j:j + config.shard_size])
         shards.append(rel)
     marker = {"consumed": pos, "count": len(samples), "shards": shards, **tally(failed)}
@@ -193,12 +212,13 @@ def build_eval(st: PlannedStep, state: BuildState, runner: Runner, config: Build
 
 
 def build_train(steps: list[PlannedStep], evals: list[dict], state: BuildState, runner: Runner,
-                config: BuildConfig, bar) -> list[list[dict]]:
-    """Write every step's train chunks (skipping finished ones); markers per step, chunk order."""
+                config: BuildConfig, bar, validations: list[dict | None] | None = None) -> list[list[dict]]:
+    """Write every step's train chunks (skipping finished ones): the rows after those the eval and
+    validation sets consumed; markers per step, chunk order."""
     markers: list[list[dict | None]] = []
     jobs = []
-    for st, ev in zip(steps, evals):
-        rest = st.rows[ev["consumed"]:]
+    for st, ev, va in zip(steps, evals, validations or [None] * len(steps)):
+        rest = st.rows[ev["consumed"] + (va["consumed"] if va else 0):]
         chunks = [rest[i:i + config.shard_size] for i in range(0, len(rest), config.shard_size)]
         markers.append([None] * len(chunks))
         for j, rows in enumerate(chunks):
@@ -223,4 +243,6 @@ def build_train(steps: list[PlannedStep], evals: list[dict], state: BuildState, 
     return markers
 
 
-__all__ = ["ImageOptions", "Runner", "build_eval", "build_train", "process_row", "shard_rel", "tally"]
+__all__ = [
+    "ImageOptions", "Runner", "build_eval", "build_train", "build_validation", "process_row", "shard_rel", "tally",
+]

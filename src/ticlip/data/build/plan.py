@@ -1,5 +1,6 @@
 """Step planning: rows in time order → de-duplicated → steps (periods, aggregation) → a seeded order
-per step whose first ``eval_n`` rows are the held-out candidates.
+per step whose first ``eval_n`` rows are the eval candidates, the next ``validation_n`` passing rows
+the validation set, and the rest train.
 
 Pure: nothing here reads images or writes files, so a plan can be made (and tested) on its own.
 """
@@ -48,6 +49,7 @@ class PlannedStep:
     periods: list[str]
     rows: list[PlannedRow]  # in the seeded order: the first ``eval_n`` are the eval candidates
     eval_n: int
+    validation_n: int = 0  # validation pairs to take after the eval set (before the train rows)
 
 
 def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[str]) -> list[PlannedStep]:
@@ -80,7 +82,7 @@ def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[st
         random.Random(f"{config.seed}/{step_plan.label}").shuffle(planned)
         eval_n = eval_count(len(planned), config, step_plan.label, warnings)
         steps.append(PlannedStep(i, step_plan.label, step_plan.start, step_plan.end, step_plan.periods,
-                                 planned, eval_n))
+                                 planned, eval_n, validation_count(len(planned), eval_n, config)))
     return steps
 
 
@@ -127,6 +129,15 @@ def eval_count(n: int, config: BuildConfig, label: str, warnings: list[str]) -> 
     return eval_n
 
 
+def validation_count(n: int, eval_n: int, config: BuildConfig) -> int:
+    """How many of a step's ``n`` rows form its validation set (before the image checks):
+    ``min(validation_size, round(validation_ratio × eval_n), (n − eval_n) // 2)``, so at least half
+    of what the eval set leaves stays for training."""
+    if config.validation_size == 0:
+        return 0
+    return max(0, min(config.validation_size, round(config.validation_ratio * eval_n), (n - eval_n) // 2))
+
+
 def iso(t: dt.datetime) -> str:
     return t.date().isoformat() if t.time() == dt.time(0) else t.isoformat()
 
@@ -135,11 +146,13 @@ def fingerprint(steps: list[PlannedStep], counts: Counts) -> str:
     """A hash of the planned rows and the counts: a resumed build must plan exactly the same."""
     h = hashlib.blake2b(digest_size=16)
     for st in steps:
-        h.update(f"{st.label}|{st.eval_n}\n".encode())
+        # "|validation_n" only when there is one: plans without validation hash as they always did
+        tail = f"|{st.validation_n}" if st.validation_n else ""
+        h.update(f"{st.label}|{st.eval_n}{tail}\n".encode())
         for row in st.rows:
             h.update(json.dumps(row.fingerprint_fields(), ensure_ascii=False, sort_keys=True).encode("utf-8"))
     h.update(json.dumps(counts.as_dict(), sort_keys=True).encode())
     return h.hexdigest()
 
 
-__all__ = ["PlannedRow", "PlannedStep", "eval_count", "fingerprint", "plan"]
+__all__ = ["PlannedRow", "PlannedStep", "eval_count", "fingerprint", "plan", "validation_count"]

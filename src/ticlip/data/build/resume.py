@@ -51,8 +51,13 @@ class BuildState:
         if os.path.exists(self.state_path):
             state = _read_json(self.state_path)
             if state.get("config_hash") != chash:
+                old = state.get("identity", {})
+                hint = ""
+                if "validation_size" in ident["config"] and "validation_size" not in old.get("config", ident["config"]):
+                    hint = (" (it was started without validation sets: to finish it as it was, pass "
+                            "--validation-size 0, or set stream.build.validation_size: 0 in an experiment)")
                 raise BuildError(
-                    f"{out} holds a build with a different configuration ({diff(state.get('identity', {}), ident)}); "
+                    f"{out} holds a build with a different configuration ({diff(old, ident)}){hint}; "
                     "choose another --out, or pass --overwrite to replace it"
                 )
         elif has_stream:
@@ -90,6 +95,9 @@ class BuildState:
     # ---------------------------------------------------------------- shard markers
     def eval_marker(self, index: int) -> str:
         return os.path.join(self.done_dir, f"{index}-eval.json")
+
+    def validation_marker(self, index: int) -> str:
+        return os.path.join(self.done_dir, f"{index}-validation.json")
 
     def train_marker(self, index: int, chunk: int) -> str:
         return os.path.join(self.done_dir, f"{index}-train-{chunk:06d}.json")

@@ -113,12 +113,12 @@ def test_cumulative_equal_splits_old_data_evenly():
 
 
 def test_short_old_steps_give_all_they_have_and_the_buffer_shrinks():
-    sizes = [100, 3000, 500, 2400]  # step 0 is smaller than the D/3 = 800 -equal wants
+    sizes = [100, 3000, 2000, 2400]  # step 0 is smaller than the D/3 = 800 -equal wants
     plan = get_method("cumulative-equal").plan(3, sizes)
-    assert pairs(plan) == {0: 100, 1: 800, 2: 500, 3: 2400}
+    assert pairs(plan) == {0: 100, 1: 800, 2: 800, 3: 2400}
     assert {s.step: s.fraction for s in plan.sources}[0] == 1.0
     plan = get_method("cumulative-exp").plan(3, sizes)  # wants 600, 600, 1200
-    assert pairs(plan) == {0: 100, 1: 600, 2: 500, 3: 2400}
+    assert pairs(plan) == {0: 100, 1: 600, 2: 1200, 3: 2400}
     assert sum(s.weight for s in plan.sources) == pytest.approx(1.0)
 
 
@@ -132,24 +132,18 @@ def test_empty_steps_are_skipped_and_nothing_to_train_is_an_error():
 
 
 def test_plans_drive_the_stream_pipeline(toy_stream):
-    """A plan maps onto TimeStream.train_pipeline: the replay subset is stable for a seed and
-    the kept fraction is about what the plan asks for."""
-    from ticlip.data.stream import stable_fraction
-
+    """A plan maps onto TimeStream.train_pipeline: each buffer keeps exactly the plan's pairs, the
+    same ones for a seed, and a smaller buffer of a step is a subset of a larger one."""
     sizes = [s.train.count for s in toy_stream.steps]
     plan = get_method("cumulative-equal", seed=3).plan(3, sizes)
     assert [s.step for s in plan.sources] == [0, 1, 2, 3]
     pipe = toy_stream.train_pipeline([s.step for s in plan.sources], weights=[s.weight for s in plan.sources],
-                                     fractions=[s.fraction for s in plan.sources], resampled=False,
+                                     counts=[s.pairs for s in plan.sources], resampled=False,
                                      subset_seed=plan.subset_seed)
     got = sum(1 for _ in pipe)
-    assert 0.5 * plan.total_pairs <= got <= 1.5 * plan.total_pairs
-    assert got < sum(sizes)  # the buffer really is a subset
-    # nested buffers: what a smaller fraction keeps, a larger one keeps too
-    keys = [f"k{i}" for i in range(200)]
-    small = {k for k in keys if stable_fraction("3/2019", k) < 0.25}
-    large = {k for k in keys if stable_fraction("3/2019", k) < 0.5}
-    assert small <= large
+    assert got == plan.total_pairs < sum(sizes)  # exactly the plan's pairs: the buffers really are subsets
+    small, large = (set(toy_stream.buffer_keys(0, n, plan.subset_seed)) for n in (16, 32))
+    assert len(small) == 16 and small <= large
 
 
 def test_parameter_schema_errors_name_method_key_and_what_is_accepted():

@@ -53,7 +53,7 @@ def test_a_fomo_mixture_is_just_a_plan(toy_stream, pool_stream, by):
     else:
         pool = PoolSource(weight=0.33, shards=tuple(pool_stream.train_urls(0) + pool_stream.train_urls(1)), pairs=128)
     mixture = Mixture.from_plan(toy_stream, fomo_plan(pool), None, None, subset_seed=1, shuffle=20)
-    assert list(mixture.steps) == [3, 0] and list(mixture.fractions) == [1.0, 0.5] and len(mixture.pools) == 1
+    assert list(mixture.steps) == [3, 0] and list(mixture.counts) == [None, 32] and len(mixture.pools) == 1
     n = 900
     got = kinds(draw(mixture, n))
     assert sum(got.values()) == n
@@ -64,11 +64,17 @@ def test_a_fomo_mixture_is_just_a_plan(toy_stream, pool_stream, by):
     assert [c for _, c in draw(mixture, 50)] != [c for _, c in draw(mixture, 50, seed=1)]
 
 
-def test_the_buffer_keeps_its_fraction_of_the_step(toy_stream):
+@pytest.mark.parametrize("subset_seed", [0, 3, 11])
+def test_the_buffer_keeps_exactly_its_pairs_of_the_step(toy_stream, subset_seed):
     plan = StepPlan(step=1, init="previous", sources=[BufferSource(step=0, fraction=0.25, weight=1.0, pairs=16)])
-    mixture = Mixture.from_plan(toy_stream, plan, None, None, subset_seed=3, shuffle=0)
-    seen = {(im.tobytes(), c) for im, c in draw(mixture, 400)}
-    assert 6 <= len(seen) <= 28  # about a quarter of step 0's 64 pairs, drawn over and over
+    mixture = Mixture.from_plan(toy_stream, plan, None, None, subset_seed=subset_seed, shuffle=0)
+    assert list(mixture.counts) == [16]
+    # read once, the buffer is exactly the plan's 16 of step 0's 64 pairs (not 16 in expectation)
+    once = list(toy_stream.train_pipeline([0], counts=[16], resampled=False, subset_seed=subset_seed))
+    assert len(once) == 16
+    # drawn over and over, the mixture draws those pairs and no others
+    seen = {(im.tobytes(), c) for im, c in draw(mixture, 600)}
+    assert seen == {(im.tobytes(), c) for im, c in once}
 
 
 def test_a_plan_without_pools_is_the_stream_pipeline(toy_stream):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from torch.utils.data import IterableDataset
 
 from ticlip.atomic import write_text_atomic
 from ticlip.errors import TiclipError
+
+_log = logging.getLogger(__name__)
 
 
 class StreamError(TiclipError, ValueError):
@@ -115,13 +118,80 @@ def _fs_open(path: str, mode: str = "rb"):
 
 
 def stable_fraction(seed: int | str, key: str) -> float:
-    """A number in [0, 1) fixed by (seed, key): selects stable random subsets of a step's pairs.
+    """A number in [0, 1) fixed by (seed, key): ranks a step's pairs for its replay buffers.
 
-    Replay buffers keep a sample when ``stable_fraction(seed, uid) < fraction``, so the same pairs
-    are kept on every pass, in every worker and on every rank, with no index to store.
+    A buffer of k pairs of a step keeps the k pairs of lowest ``stable_fraction(f"{seed}/{label}",
+    key)`` (see ``TimeStream.buffer_keys``): the same pairs on every pass, in every worker and on
+    every rank, and a buffer of k' <= k pairs is a subset of the buffer of k.
     """
     h = hashlib.blake2b(f"{seed}\x1f{key}".encode(), digest_size=8).digest()
     return int.from_bytes(h, "big") / 2**64
+
+
+@dataclass(frozen=True)
+class PairId:
+    """One train pair as the shards name it: its webdataset ``key`` (``__key__``: what replay buffers
+    select by), the ``uid`` its json carries (the key when it has none) and the ``shard`` holding it."""
+
+    key: str
+    uid: str
+    shard: str
+
+
+# pair indexes of train shards already read in this process, by the tuple of shard locations
+_PAIR_INDEX: dict[tuple[str, ...], list[PairId]] = {}
+
+
+def read_pair_index(urls: Sequence[str]) -> list[PairId]:
+    """The pairs of ``urls`` in shard order, read from the shards' json/txt members (images are skipped,
+    not decoded). Cached per process: shards are immutable once a stream is built."""
+    urls = tuple(urls)
+    if urls not in _PAIR_INDEX:
+        import webdataset as wds
+
+        small = (".json", ".txt")
+        ds = wds.DataPipeline(wds.SimpleShardList(list(urls)),
+                              wds.tarfile_to_samples(select_files=lambda name: name.endswith(small)))
+        pairs = []
+        for sample in ds:
+            uid = None
+            if "json" in sample:
+                try:
+                    uid = json.loads(sample["json"]).get("uid")
+                except (ValueError, AttributeError):
+                    uid = None
+            key = sample["__key__"]
+            pairs.append(PairId(key=key, uid=str(uid) if uid is not None else key, shard=sample["__url__"]))
+        _PAIR_INDEX[urls] = pairs
+    return _PAIR_INDEX[urls]
+
+
+class SourceStarved(StreamError):
+    """A resampled train source read many shards in a row without yielding a pair (it would loop forever)."""
+
+
+class _Starvation:
+    """Counts shards opened by one resampled source since it last yielded a pair; raises
+    ``SourceStarved`` naming the source past ``limit`` (instead of looping forever)."""
+
+    def __init__(self, what: str, limit: int):
+        self.what, self.limit, self.reads = what, limit, 0
+
+    def count_shards(self, src):
+        self.reads = 0
+        for item in src:
+            self.reads += 1
+            if self.reads > self.limit:
+                raise SourceStarved(
+                    f"{self.what} yielded no train pair in {self.limit} shard reads in a row: its shards hold no "
+                    f"pair the plan keeps (empty or missing shards, or a manifest that does not match them); "
+                    f"rebuild the stream or leave the step out")
+            yield item
+
+    def saw_pair(self, src):
+        for item in src:
+            self.reads = 0
+            yield item
 
 
 @dataclass
@@ -306,6 +376,27 @@ class TimeStream:
             meta.append(s["meta"])
         return EvalSet(step=st.label, task=VALIDATION, images=images, captions=captions, meta=meta)
 
+    def train_index(self, step: int | str | Step) -> list[PairId]:
+        """Every train pair of a step (key, uid, shard), in shard order (``read_pair_index``)."""
+        return read_pair_index(self.train_urls(step))
+
+    def buffer_pairs(self, step: int | str | Step, pairs: int | None, subset_seed: int | str = 0) -> list[PairId]:
+        """The replay buffer of ``pairs`` pairs of a step (None: all of them), best-ranked first.
+
+        Pairs are ranked by ``stable_fraction(f"{subset_seed}/{label}", key)`` (ties by key) and the
+        first ``pairs`` are kept: exactly that many (all of them when the step holds fewer), and the
+        buffer of k' <= k pairs is a prefix, so a subset, of the buffer of k: a buffer that shrinks
+        from step to step only discards."""
+        st = self.step(step)
+        index = self.train_index(st)
+        seed = f"{subset_seed}/{st.label}"
+        ranked = sorted(index, key=lambda p: (stable_fraction(seed, p.key), p.key))
+        return ranked if pairs is None else ranked[:max(0, int(pairs))]
+
+    def buffer_keys(self, step: int | str | Step, pairs: int | None, subset_seed: int | str = 0) -> list[str]:
+        """The webdataset keys of ``buffer_pairs`` (what ``train_pipeline(counts=...)`` keeps)."""
+        return [p.key for p in self.buffer_pairs(step, pairs, subset_seed)]
+
     def train_pipeline(
         self,
         steps: Sequence[int | str | Step] | None = None,
@@ -314,6 +405,7 @@ class TimeStream:
         tokenizer: Callable | None = None,
         *,
         fractions: Sequence[float] | None = None,
+        counts: Sequence[int | None] | None = None,
         resampled: bool = True,
         seed: int = 0,
         shuffle: int = 1000,
@@ -324,8 +416,13 @@ class TimeStream:
         - ``weights``: relative sampling probability of each step (default: proportional to the
           pairs each step contributes). With ``resampled=True`` shards are drawn with replacement
           forever (iteration-based training); otherwise every shard is read once, in order.
-        - ``fractions``: keep only a stable random subset of each step (a replay buffer): a pair is
-          kept when ``stable_fraction(subset_seed, uid) < fraction``.
+        - ``counts``: keep exactly ``counts[i]`` pairs of step i, a replay buffer (None: all of it):
+          the first ``counts[i]`` of ``buffer_keys(step, ..., subset_seed)``; only the shards holding
+          them are read. ``fractions`` (when ``counts`` is not given) asks for
+          ``round(fraction × pairs in the step's shards)`` pairs the same way.
+        - A step whose buffer keeps no pair, or that has no train shards, is left out with a log line;
+          if nothing is left, ``StreamError``. A resampled source that opens many shards in a row
+          without yielding a pair raises ``SourceStarved`` naming the step (it would loop forever).
         - ``transform`` maps a PIL image to a tensor; ``tokenizer`` maps a list of captions to a
           (1, context_length) tensor (open_clip's tokenizer), of which row 0 is yielded.
         - ``seed``: with the same seed, rank and worker, resampled pipelines yield the same order.
@@ -335,20 +432,36 @@ class TimeStream:
         chosen = [self.step(s) for s in (steps if steps is not None else self.steps)]
         if not chosen:
             raise StreamError("train_pipeline needs at least one step")
-        if fractions is None:
-            fractions = [1.0] * len(chosen)
-        if len(fractions) != len(chosen):
+        if counts is not None and fractions is not None:
+            raise StreamError("give train_pipeline counts or fractions, not both")
+        if fractions is not None and len(fractions) != len(chosen):
             raise StreamError(f"{len(fractions)} fractions for {len(chosen)} steps")
+        if counts is not None and len(counts) != len(chosen):
+            raise StreamError(f"{len(counts)} counts for {len(chosen)} steps")
+        if counts is None:
+            if fractions is None:
+                counts = [None] * len(chosen)
+            else:
+                counts = [None if f >= 1.0 else 0 if f <= 0 else round(f * len(self.train_index(st)))
+                          for st, f in zip(chosen, fractions)]
         if weights is None:
-            weights = [max(st.train.count, 1) * f for st, f in zip(chosen, fractions)]
+            weights = [max(st.train.count, 1) if n is None else n for st, n in zip(chosen, counts)]
         if len(weights) != len(chosen):
             raise StreamError(f"{len(weights)} weights for {len(chosen)} steps")
-        keep = [(st, w, f) for st, w, f in zip(chosen, weights, fractions) if w > 0 and f > 0]
-        empty = [st.label for st, _, _ in keep if not st.train.shards]
-        if empty:
-            raise StreamError(f"steps without train shards: {', '.join(empty)}")
+        keep: list[tuple[Step, float, list[str] | None]] = []
+        for st, w, n in zip(chosen, weights, counts):
+            if not st.train.shards:
+                _log.warning("train pipeline: leaving step %r out: it has no train shards", st.label)
+                continue
+            keys = None if n is None or not w > 0 else self.buffer_keys(st, n, subset_seed)
+            if n is not None and (not n > 0 or (keys is not None and not keys)):
+                _log.warning("train pipeline: leaving step %r out: its buffer keeps no pairs (%s asked)", st.label, n)
+                continue
+            if w > 0:
+                keep.append((st, w, keys))
         if not keep:
-            raise StreamError("all steps have zero weight or zero fraction")
+            raise StreamError(f"nothing to train on: steps {', '.join(st.label for st in chosen)} have zero weight, "
+                              f"no train shards or empty buffers")
 
         def finish(sample: dict):
             image = sample["image"]
@@ -359,23 +472,33 @@ class TimeStream:
                 text = tokenizer([text])[0]
             return image, text
 
-        def source(st: Step, fraction: float, k: int):
+        def source(st: Step, keys: list[str] | None, k: int):
             urls = [self.resolve(u) for u in st.train.shards]
+            if keys is not None:  # read only the shards that hold a kept pair
+                kept = set(keys)
+                holding = {p.shard for p in self.train_index(st) if p.key in kept}
+                urls = [u for u in urls if u in holding]
+                if not urls:
+                    raise StreamError(f"step {st.label!r}: no train shard holds the {len(keys)} pairs of its buffer")
             stages: list = []
+            watch = _Starvation(f"train source step {st.label!r} ({len(urls)} shards, e.g. {urls[0]})",
+                                limit=max(50, 4 * len(urls)))
             if resampled:
-                stages.append(wds.ResampledShards(urls, seed=seed * 1009 + k, deterministic=True))
+                stages += [wds.ResampledShards(urls, seed=seed * 1009 + k, deterministic=True), watch.count_shards]
             else:
                 stages += [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
             stages.append(wds.tarfile_to_samples())
-            if fraction < 1.0:
-                stages.append(wds.select(_subset_filter(subset_seed, st.label, fraction)))
+            if keys is not None:
+                stages.append(wds.select(_KeyFilter(keys)))
+            if resampled:
+                stages.append(watch.saw_pair)
             if shuffle and resampled:
                 stages.append(wds.shuffle(shuffle, initial=min(shuffle, 100), rng=_Rng(seed, k)))
             stages.append(wds.map(decode_sample))
             stages.append(wds.map(finish))
             return wds.DataPipeline(*stages)
 
-        sources = [source(st, f, k) for k, (st, _, f) in enumerate(keep)]
+        sources = [source(st, keys, k) for k, (st, _, keys) in enumerate(keep)]
         if len(sources) == 1:
             return sources[0]
         total = float(sum(w for _, w, _ in keep))
@@ -404,12 +527,14 @@ class _Rng:
         return getattr(self._get(), name)
 
 
-def _subset_filter(subset_seed, label: str, fraction: float):
-    def keep(sample: dict) -> bool:
-        key = sample.get("__key__", "")
-        return stable_fraction(f"{subset_seed}/{label}", key) < fraction
+class _KeyFilter:
+    """Keeps the samples whose ``__key__`` is in a replay buffer's keys (picklable, for workers)."""
 
-    return keep
+    def __init__(self, keys):
+        self.keys = frozenset(keys)
+
+    def __call__(self, sample: dict) -> bool:
+        return sample.get("__key__", "") in self.keys
 
 
 class _Chain(IterableDataset):
@@ -490,7 +615,10 @@ __all__ = [
     "StreamError",
     "TimeStream",
     "VALIDATION",
+    "PairId",
+    "SourceStarved",
     "decode_sample",
     "library_versions",
+    "read_pair_index",
     "stable_fraction",
 ]

@@ -8,24 +8,35 @@ Steps are 0-based; ``step_sizes[j]`` is step j's number of train pairs; D = ``st
   paper's 1-based t=3: D/2, D/2; t=4: D/4, D/4, D/2.
 - ``equal_buffer``: D old pairs split equally over the earlier steps (D/3 each at 1-based t=4).
 
-A step holding fewer pairs than wanted contributes all it has and the shortfall is NOT moved to
-other steps: the buffer is then smaller than D (the paper's "at most D old pairs").
+These are *wanted* counts. ``kept_counts`` turns them into the pairs a buffer really keeps, exact
+integers: ``min(size_j, round(wanted_j))``, and, because the paper's buffer only discards, never more
+of step j than step t-1's buffer kept of it (steps that grow would otherwise bring discarded pairs
+back). The cap needs the previous step's counts, which are a pure function of the step sizes too, so
+they are recomputed, not stored. A step holding fewer pairs than wanted contributes all it has and the
+shortfall is NOT moved to other steps: the buffer is then smaller than D (the paper's "at most D old
+pairs").
 
-The wanted counts become sources with ``weight ∝ pairs``: ``StepSource`` when a step gives all its
-pairs, else ``BufferSource(fraction = pairs / step size)``; the trainer keeps
-a stable random ``fraction`` of each step (``TimeStream.train_pipeline(fractions=..., weights=...,
-subset_seed=plan.subset_seed)``) and samples steps with the weights, so old and new pairs are
-shuffled together in every batch. Since ``stable_fraction`` is fixed per pair and seed, a step's
-buffer at a smaller fraction is a subset of its buffer at a larger one, as if the buffer discarded
-pairs, and the kept count is ``fraction × size`` in expectation, not exactly.
+The counts become sources with ``weight ∝ pairs``: ``StepSource`` when a step gives all its pairs,
+else ``BufferSource(fraction = pairs / step size, pairs)``. A source with no pairs (an empty step, a
+share that rounds to 0 or was discarded earlier) is left out of the plan with a log line. The
+trainer keeps exactly ``pairs`` of each buffered step: the first ``pairs`` of the step's pairs ranked
+by a hash seeded with ``plan.subset_seed`` (``TimeStream.buffer_keys``), a ranking fixed across steps,
+so what step t keeps of step j is a subset of what step t-1 kept of it.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from typing import Callable, Sequence
 
 from ticlip.errors import TiclipError
 from ticlip.methods.base import BufferSource, Init, StepPlan, StepSource
+
+log = logging.getLogger(__name__)
+_SAID: set = set()  # (step, source step, reason) already logged in this process
+
+# a buffer rule: (t, step sizes) -> wanted pairs of each earlier step
+BufferRule = Callable[[int, Sequence[int]], "dict[int, float]"]
 
 
 class PlanError(TiclipError, ValueError):
@@ -60,6 +71,30 @@ def equal_buffer(t: int, step_sizes: Sequence[int]) -> dict[int, float]:
     return {j: d / t for j in range(t)} if t else {}
 
 
+def kept_counts(t: int, step_sizes: Sequence[int], buffer: BufferRule) -> dict[int, int]:
+    """The pairs step t's buffer keeps of each earlier step j under ``buffer`` (``exp_buffer``,
+    ``equal_buffer``, ``all_buffer``): ``min(size_j, round(wanted_j))``, capped by what step t-1 kept
+    of j (the buffer only discards; step t-1 itself was new data then, so it is capped by its size)."""
+    check_step(t, step_sizes)
+    kept: dict[int, int] = {}
+    for s in range(1, t + 1):
+        wanted = buffer(s, step_sizes)
+        now = {}
+        for j in range(s):
+            k = min(step_sizes[j], int(round(wanted.get(j, 0.0))))
+            if j < s - 1:
+                k = min(k, kept.get(j, 0))
+            now[j] = max(k, 0)
+        kept = now
+    return kept
+
+
+def _say_left_out(t: int, j: int, why: str) -> None:
+    if (t, j, why) not in _SAID:
+        _SAID.add((t, j, why))
+        log.warning("plan of step %d: leaving step %d out: %s", t, j, why)
+
+
 def make_plan(
     t: int,
     step_sizes: Sequence[int],
@@ -68,15 +103,20 @@ def make_plan(
     init: Init,
     subset_seed: int | str = 0,
 ) -> StepPlan:
-    """A plan drawing all of step t plus ``old[j]`` wanted pairs from each earlier step j."""
+    """A plan drawing all of step t plus ``old[j]`` pairs from each earlier step j (``kept_counts``
+    gives exact, only-discarding counts). Sources with no pairs are left out, with a log line."""
     check_step(t, step_sizes)
     wanted = {**old, t: float(step_sizes[t])}
     kept: list[tuple[int, int]] = []  # (step, pairs)
     for j in sorted(wanted):
         size = step_sizes[j]
         pairs = min(size, int(round(wanted[j])))
-        if size <= 0 or pairs <= 0:
-            continue  # empty steps cannot be drawn from (train_pipeline refuses them)
+        if size <= 0:
+            _say_left_out(t, j, "it has no train pairs")
+            continue
+        if pairs <= 0:
+            _say_left_out(t, j, f"its buffer keeps no pairs (wanted {wanted[j]:.3g} of {size})")
+            continue
         kept.append((j, pairs))
     if not kept:
         raise PlanError(f"step {t} has no train pairs to train on (step sizes: {list(step_sizes)})")
@@ -89,4 +129,12 @@ def make_plan(
     return StepPlan(step=t, init=init, sources=sources, subset_seed=subset_seed)
 
 
-__all__ = ["PlanError", "all_buffer", "check_step", "equal_buffer", "exp_buffer", "make_plan"]
+def buffer_plan(t: int, step_sizes: Sequence[int], buffer: BufferRule, *, init: Init,
+                subset_seed: int | str = 0) -> StepPlan:
+    """All of step t plus the buffer ``buffer`` keeps of the earlier steps (``kept_counts``)."""
+    return make_plan(t, step_sizes, {j: float(k) for j, k in kept_counts(t, step_sizes, buffer).items()},
+                     init=init, subset_seed=subset_seed)
+
+
+__all__ = ["BufferRule", "PlanError", "all_buffer", "buffer_plan", "check_step", "equal_buffer", "exp_buffer",
+           "kept_counts", "make_plan"]

@@ -52,15 +52,16 @@ class Pool:
 class Mixture:
     """What a step trains on (from a method's StepPlan) and how samples become tensors.
 
-    ``steps``/``weights``/``fractions``: this stream's steps and replay buffers (one
-    ``TimeStream.train_pipeline`` mixes them); ``pools``: sources outside this stream. Without pools
-    the pipeline is exactly ``stream.train_pipeline(...)``; with pools, each part is drawn with its
-    weight (this stream's part with the sum of its sources' weights) by a seeded mixer."""
+    ``steps``/``weights``/``counts``: this stream's steps and replay buffers (one
+    ``TimeStream.train_pipeline`` mixes them; ``counts[i]``: the exact pairs a buffer keeps, None for
+    all of the step); ``pools``: sources outside this stream. Without pools the pipeline is exactly
+    ``stream.train_pipeline(...)``; with pools, each part is drawn with its weight (this stream's part
+    with the sum of its sources' weights) by a seeded mixer."""
 
     stream: Any  # TimeStream
     steps: Sequence[int]
     weights: Sequence[float]
-    fractions: Sequence[float]
+    counts: Sequence[int | None]
     transform: Callable
     tokenizer: Callable
     subset_seed: int | str = 0
@@ -68,17 +69,21 @@ class Mixture:
     pools: Sequence[Pool] = ()
 
     @classmethod
-    def from_plan(cls, stream, plan, transform, tokenizer, *, subset_seed: int | str = 0, shuffle: int = 1000):
-        from ticlip.methods.base import PoolSource
+    def from_plan(cls, stream, plan, transform, tokenizer, *, subset_seed: int | str | None = None,
+                  shuffle: int = 1000):
+        """The plan's mixture; ``subset_seed`` (default: the plan's) seeds the buffers' ranking."""
+        from ticlip.methods.base import BufferSource, PoolSource
 
-        local = [s for s in plan.sources if not isinstance(s, PoolSource) and s.weight > 0 and s.fraction > 0]
+        local = [s for s in plan.sources if not isinstance(s, PoolSource) and s.weight > 0 and s.pairs > 0]
         pools = [_pool(s) for s in plan.sources if isinstance(s, PoolSource) and s.weight > 0]
-        return cls(stream, [s.step for s in local], [s.weight for s in local], [s.fraction for s in local],
-                   transform, tokenizer, subset_seed, shuffle, pools)
+        counts = [s.pairs if isinstance(s, BufferSource) else None for s in local]
+        seed = plan.subset_seed if subset_seed is None else subset_seed
+        return cls(stream, [s.step for s in local], [s.weight for s in local], counts,
+                   transform, tokenizer, 0 if seed is None else seed, shuffle, pools)
 
     def _local(self, seed: int):
         return self.stream.train_pipeline(
-            steps=list(self.steps), weights=list(self.weights), fractions=list(self.fractions),
+            steps=list(self.steps), weights=list(self.weights), counts=list(self.counts),
             transform=self.transform, tokenizer=self.tokenizer, resampled=True, seed=seed,
             shuffle=self.shuffle, subset_seed=self.subset_seed,
         )

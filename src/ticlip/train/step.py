@@ -148,6 +148,7 @@ class StepTrainer:
 
         from ticlip.methods.base import MethodContext, StepBudgetFacts
         from ticlip.models import create_model, quiet_open_clip
+        from ticlip.train.buffers import with_run_seed
         from ticlip.train.dist import wrap_model
         from ticlip.train.loop import LoopState, make_optimizer, make_scaler
 
@@ -155,7 +156,7 @@ class StepTrainer:
         cfg, stream, method, dinfo = run.cfg, run.stream, run.method, run.dist
         if dinfo.is_main:
             os.makedirs(self.dir, exist_ok=True)
-        self.plan = method.plan(t, [s.train.count for s in stream.steps])
+        self.plan = with_run_seed(method.plan(t, [s.train.count for s in stream.steps]), cfg.seed)
         self.budget = run.budget.plan_step(method, t, schedule=run.sched_cfg, stream=stream)
         self.sched = run.sched_cfg.for_step(t, self.budget.iterations)
         self.iterations = self.budget.iterations
@@ -211,6 +212,7 @@ class StepTrainer:
     # ------------------------------------------------------------------ resume
     def resume(self) -> None:
         from ticlip.train.batches import Mixture, chunk_iterations
+        from ticlip.train.buffers import write_buffer_json
         from ticlip.train.loop import JsonlLog, truncate_jsonl
 
         run, dinfo = self.run_ctx, self.run_ctx.dist
@@ -236,6 +238,8 @@ class StepTrainer:
         self.mixture = Mixture.from_plan(run.stream, self.plan, model_transform(self.bundle, train=True),
                                          self.bundle.tokenizer, subset_seed=self.plan.subset_seed,
                                          shuffle=cfg.shuffle_buffer)
+        if dinfo.is_main:  # the pairs of earlier steps this step may draw (ticlip.train.buffers)
+            write_buffer_json(self.dir, run.stream, self.plan)
         self.last_save = time.time()
         self.tb_offset = sum(run.budget.plan_step(run.method, j).iterations
                              for j in run.indices if j < self.t) if run.tb else 0

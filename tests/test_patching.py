@@ -1,6 +1,7 @@
-"""Patching's coefficient search on models whose ranking is known: one is fitted to the held-out
+"""Patching's coefficient search on models whose ranking is known: one is fitted to the validation
 pairs of the earlier step (what patching scores), the other is a fresh random init. Scores come from
-the evaluator's shared scorer (``ticlip.eval.scorers.score_retrieval``), handed over in the context."""
+the evaluator's shared scorer (``ticlip.eval.scorers.score_retrieval``), handed over in the context.
+The search sees validation pairs only, never an eval set, and records what it scored."""
 
 import functools
 
@@ -14,7 +15,7 @@ from ticlip.methods.patching import interpolate
 
 @pytest.fixture(scope="module")
 def models(toy_stream):
-    """(bundle, good state, random state, held-out tensors of step 0)."""
+    """(bundle, good state, random state, validation tensors of step 0)."""
     from open_clip.loss import ClipLoss
 
     from ticlip.models import create_model
@@ -23,14 +24,14 @@ def models(toy_stream):
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest on a shared 2-core machine
     try:
         bundle = create_model("ticlip-tiny-32", seed=0)
-        es = toy_stream.eval_set(0)
+        es = toy_stream.validation_set(0)
         images = torch.stack([bundle.preprocess_val(im) for im in es.images])
         texts = bundle.tokenizer(list(es.captions))
         captions = list(es.captions)
         model = bundle.model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
         loss_fn = ClipLoss()
-        for _ in range(40):  # overfit the 16 held-out pairs of step 0
+        for _ in range(40):  # overfit the validation pairs of step 0
             out = model(images, texts)
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             opt.zero_grad()
@@ -77,7 +78,7 @@ def test_search_picks_the_better_model(toy_stream, models, good_is_new):
     assert out.facts["alpha"] == (1.0 if good_is_new else 0.0)
     final = bundle.model.state_dict()
     assert all(torch.equal(final[k], good[k]) for k in good)  # the model in place is the chosen one
-    assert out.cost == StepCost(extra_pairs=2 * 16)
+    assert out.cost == StepCost(extra_pairs=2 * toy_stream.validation_count(0))
 
 
 def test_grid_search_interpolates_and_charges(toy_stream, models):
@@ -89,8 +90,12 @@ def test_grid_search_interpolates_and_charges(toy_stream, models):
     expected = interpolate(good, bad, out.facts["alpha"])
     final = bundle.model.state_dict()
     assert all(torch.allclose(final[k], expected[k]) for k in expected)
-    # 5 coefficients x 16 held-out pairs of step 0, one forward each; the estimate counts the same
-    assert out.cost == StepCost(extra_pairs=5 * 16) == method.estimate_cost(1, toy_stream)
+    # 5 coefficients x the validation pairs of step 0, one forward each; the estimate counts the same
+    n = toy_stream.validation_count(0)
+    assert n > 0
+    assert out.cost == StepCost(extra_pairs=5 * n) == method.estimate_cost(1, toy_stream)
+    assert method.estimate_cost(3, toy_stream) == StepCost(
+        extra_pairs=5 * sum(toy_stream.validation_count(j) for j in range(3)))
     assert method.estimate_cost(0, toy_stream) == StepCost()  # step 0 is not patched
     assert method.estimate_cost(1).note and method.estimate_cost(1).extra_pairs == 0  # no stream: says so
 
@@ -109,7 +114,8 @@ def test_the_scorer_in_the_context_is_what_picks_alpha(toy_stream, models):
 
     _, out = run_patching(toy_stream, bundle, good, bad, scorer=scorer, alphas="0,0.3,0.7,1", eval_batch_size=5)
     assert out.facts["alpha"] == 0.7
-    assert calls == [(16, 16, 5)] * 4  # each coefficient scored once on step 0's held-out set
+    n = toy_stream.validation_count(0)
+    assert calls == [(n, n, 5)] * 4  # each coefficient scored once on step 0's validation set
 
 
 def test_interpolation_formula(models):
@@ -150,3 +156,62 @@ def test_ema_merge_uses_a_fixed_coefficient(toy_stream, models):
     assert method.estimate_cost(2, toy_stream) == StepCost()
     expected = interpolate(good, bad, 0.25)
     assert all(torch.allclose(bundle.model.state_dict()[k], expected[k]) for k in expected)
+
+
+# ------------------------------------------------------------------ what the search is tuned on
+@pytest.fixture(scope="module")
+def built_stream(tmp_path_factory):
+    """A 3-step stream from the builder whose captions are all distinct (unlike the toy stream's), so
+    a caption tells which set a pair comes from."""
+    from test_build import build, image_rows, write_csv
+
+    d = tmp_path_factory.mktemp("built")
+    rows = image_rows(d, 72, ["2015", "2016", "2017"])
+    table = write_csv(d / "t.csv", rows, ("uid", "image", "caption", "timestamp"))
+    return build(table, d / "s", eval_size=8, validation_size=1000, validation_ratio=0.5)
+
+
+def test_the_search_sees_validation_pairs_only_and_records_them(built_stream, models):
+    bundle, good, bad, _ = models
+    stream = built_stream
+    seen = []
+
+    def scorer(model, pixels, captions, *, batch_size):
+        seen.append(list(captions))
+        return {"mean_recall@1": 0.1 * len(seen)}  # a made-up score: later calls score higher
+
+    method = get_method("patching", alphas="0,0.5,1")
+    ctx = context(stream, bundle, step=2, scorer=scorer)
+    bundle.model.load_state_dict(good)
+    method.begin_step(ctx)
+    bundle.model.load_state_dict(bad)
+    out = method.end_step(ctx)
+
+    validation = [list(stream.validation_set(j).captions) for j in (0, 1)]
+    eval_captions = {c for st in stream.steps for c in stream.eval_set(st).captions}
+    assert all(len(v) == 4 for v in validation)  # round(0.5 x 8) per step
+    assert seen == validation * 3  # each coefficient scores steps 0 and 1's validation sets, nothing else
+    assert not {c for s in seen for c in s} & eval_captions
+    # step.json's facts: the set used and every coefficient with its score (the mean over the two sets)
+    assert out.facts["tuned_on"] == {"set": "validation", "steps": ["2015", "2016"], "pairs": 8, "skipped_steps": []}
+    assert out.facts["alpha_scores"] == pytest.approx({"0.0": 0.15, "0.5": 0.35, "1.0": 0.55})
+    assert out.facts["alpha"] == 1.0 and out.cost == StepCost(extra_pairs=3 * 8)
+    assert method.estimate_cost(2, stream) == out.cost  # the estimate counts validation pairs
+
+
+def test_a_stream_without_validation_sets_is_refused_before_training(tmp_path, models):
+    from ticlip.data.toy import make_toy_stream
+    from ticlip.errors import TiclipError
+
+    bundle, good, _, _ = models
+    old = make_toy_stream(str(tmp_path / "old"), steps=2, train_per_step=8, eval_per_step=4, validation_per_step=0)
+    assert not old.has_validation
+    method = get_method("patching", alphas="0,1")
+    with pytest.raises(TiclipError, match="has none.*--validation-size"):
+        method.estimate_cost(1, old)  # what `ticlip run` / `ticlip train` check before step 0
+    bundle.model.load_state_dict(good)
+    with pytest.raises(TiclipError, match="validation sets of earlier steps"):
+        method.begin_step(context(old, bundle, step=1))
+    # no search, no tuning data needed: one coefficient still works on such a stream
+    assert get_method("patching", alphas="0.5").estimate_cost(1, old) == StepCost()
+    assert get_method("ema-merge").estimate_cost(1, old) == StepCost()

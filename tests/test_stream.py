@@ -43,6 +43,23 @@ def test_eval_set(toy_stream):
         toy_stream.eval_set("2020", "classification")
 
 
+def test_validation_set(toy_stream, tmp_path):
+    vs = toy_stream.validation_set("2020")
+    assert vs.task == "validation" and len(vs) == toy_stream.validation_count(1) == 16
+    assert {m["uid"] for m in vs.meta}.isdisjoint(m["uid"] for m in toy_stream.eval_set("2020").meta)
+    assert "validation" in toy_stream.steps[1].validation.shards[0]
+    assert "validation" not in toy_stream.eval_tasks()  # tuning data is not an eval task
+    # a manifest written before validation sets existed loads: its steps simply have none
+    d = toy_stream.to_dict()
+    for st in d["steps"]:
+        del st["validation"]
+    old = TimeStream.from_dict(d, root=toy_stream.root)
+    assert not old.has_validation and old.steps[1].validation is None and old.validation_count(1) == 0
+    assert old.to_dict() == d and len(old.eval_set(1)) == 16
+    with pytest.raises(StreamError, match="no validation set.*--validation-size"):
+        old.validation_set(1)
+
+
 def test_pipeline_feeds_open_clip_model(toy_stream):
     from torch.utils.data import DataLoader
 

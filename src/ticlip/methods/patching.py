@@ -3,8 +3,12 @@
 Patching (TiC-CLIP, after Ilharco et al.'s PAINT): train on step t's data from the last *patched*
 model θ_prev, then set θ = (1 − α)·θ_prev + α·θ_new with α chosen on a grid by the mean retrieval
 Recall@1 (``mean_recall@1``: image→text and text→image, the evaluator's own metric through the
-context's ``score_retrieval``) on the held-out data of the steps before t. Step 0 trains without
-patching. Scoring costs (grid size × held-out pairs) forward passes: ``StepCost.extra_pairs``.
+context's ``score_retrieval``) on the **validation sets** of the steps before t
+(``TimeStream.validation_set``: held out by the builder, disjoint from train and from every eval set,
+never evaluated), so the coefficient is never tuned on the pairs the evaluation matrix reports. Step
+0 trains without patching. Scoring costs (grid size × validation pairs) forward passes:
+``StepCost.extra_pairs``. A stream without validation sets (built before they existed, or with
+``validation_size`` 0) is refused with a one-line error saying how to rebuild it.
 
 EMA merge (FoMo-in-Flux's model merging, the simplest form): the same interpolation with a fixed α
 and no search, so no extra compute.
@@ -53,11 +57,10 @@ def _check_alphas(alphas: tuple) -> tuple:
 
 class _Interpolating(Sequential):
     """Sequential training, then θ = (1 − α)·θ_prev + α·θ_new with α from ``self.alphas`` (a search
-    over held-out data when there are several)."""
+    over the earlier steps' validation sets when there are several)."""
 
     expensive_end_step = True
     alphas: tuple = (1.0,)
-    task: str = "retrieval"
     eval_batch_size: int = 256
 
     def __init__(self, **params):
@@ -65,74 +68,95 @@ class _Interpolating(Sequential):
         self._prev: dict | None = None
 
     # ------------------------------------------------------------------- cost
-    def held_out_pairs(self, t: int, stream) -> int:
-        """Held-out pairs of the steps before t that the search scores."""
-        return sum(s.eval[self.task].count for s in stream.steps[:t] if self.task in s.eval)
+    @property
+    def searches(self) -> bool:
+        return len(self.alphas) > 1
+
+    def check_stream(self, stream) -> None:
+        """Refuse a stream without validation sets when α is searched (never tune on eval data)."""
+        if self.searches and stream is not None and not stream.has_validation:
+            raise TiclipError(
+                f"{self.name} tunes its coefficient on the validation sets of earlier steps, and stream "
+                f"{stream.name!r} has none (built before validation sets existed, or with validation_size 0); "
+                "rebuild it with `ticlip data build ... --validation-size N` (an experiment: "
+                "stream.build.validation_size), or give one coefficient (alphas=A: no search)"
+            )
+
+    def validation_pairs(self, t: int, stream) -> int:
+        """Validation pairs of the steps before t: what the search scores, per coefficient."""
+        return sum(stream.validation_count(s) for s in stream.steps[:t])
 
     def estimate_cost(self, t: int, stream=None) -> StepCost:
-        if t == 0 or len(self.alphas) < 2:
+        if t == 0 or not self.searches:
             return StepCost()
         if stream is None:
-            return StepCost(note=f"{self.name}'s scoring cost ({len(self.alphas)} coefficients x held-out "
-                                 f"{self.task!r} pairs of earlier steps) needs the stream: not estimated here")
-        return StepCost(extra_pairs=len(self.alphas) * self.held_out_pairs(t, stream))
+            return StepCost(note=f"{self.name}'s scoring cost ({len(self.alphas)} coefficients x validation "
+                                 "pairs of earlier steps) needs the stream: not estimated here")
+        self.check_stream(stream)
+        return StepCost(extra_pairs=len(self.alphas) * self.validation_pairs(t, stream))
 
     # ----------------------------------------------------------------------------- hooks
     def begin_step(self, ctx: MethodContext) -> None:
         # The model was just initialised from the last patched checkpoint: remember it.
         self._prev = _float_state(ctx.model) if ctx.step > 0 else None
+        if ctx.step > 0:
+            self.check_stream(ctx.stream)  # before training, not after it
 
-    def _held_out(self, ctx: MethodContext):
-        """Previous steps' held-out sets as (pixels, captions); skipped steps are counted."""
+    def _validation(self, ctx: MethodContext):
+        """The validation sets of the steps before this one as (label, pixels, captions); the labels
+        of earlier steps without validation pairs are returned too (and logged)."""
         import torch
 
+        self.check_stream(ctx.stream)
         sets, missing = [], []
         for j in range(ctx.step):
             st = ctx.stream.step(j)
-            if self.task not in st.eval:
+            if ctx.stream.validation_count(st) == 0:
                 missing.append(st.label)
                 continue
-            es = ctx.stream.eval_set(j, self.task)
-            if len(es) == 0:
-                missing.append(st.label)
-                continue
-            sets.append((torch.stack([ctx.eval_transform(im) for im in es.images]), list(es.captions)))
+            vs = ctx.stream.validation_set(j)
+            sets.append((st.label, torch.stack([ctx.eval_transform(im) for im in vs.images]), list(vs.captions)))
         if missing:
-            log.warning("%s: %d earlier step(s) have no %r eval data: %s", self.name, len(missing), self.task,
+            log.warning("%s: %d earlier step(s) have no validation pairs: %s", self.name, len(missing),
                         ", ".join(missing))
         return sets, missing
 
-    def choose_alpha(self, ctx: MethodContext, prev: dict, new: dict) -> tuple[float, dict, int]:
-        """(best α, {α: score}, pairs scored) by the mean over earlier held-out sets of the shared
-        scorer's ``mean_recall@1``. Ties go to the larger α (more of the new model)."""
+    def choose_alpha(self, ctx: MethodContext, prev: dict, new: dict) -> tuple[float, dict, int, dict]:
+        """(best α, {α: score}, pairs scored, the set used) by the mean over the earlier steps'
+        validation sets of the shared scorer's ``mean_recall@1``. Ties go to the larger α (more of the
+        new model). The set used: ``{"set": "validation", "steps": [labels], "pairs": n,
+        "skipped_steps": [labels without validation pairs]}`` (``pairs``: per coefficient)."""
         if ctx.eval_transform is None or ctx.score_retrieval is None:
             raise TiclipError(f"{self.name} needs the trainer to pass eval_transform and score_retrieval "
                               "in the MethodContext")
-        sets, _ = self._held_out(ctx)
+        sets, missing = self._validation(ctx)
+        tuned_on = {"set": "validation", "steps": [label for label, _, _ in sets],
+                    "pairs": sum(len(captions) for _, _, captions in sets), "skipped_steps": missing}
         if not sets:
-            return 1.0, {}, 0
+            log.warning("%s: no validation pairs before step %d: keeping the new model (alpha 1)", self.name,
+                        ctx.step)
+            return 1.0, {}, 0, tuned_on
         scores: dict[float, float] = {}
         for a in self.alphas:
             ctx.model.load_state_dict(interpolate(prev, new, a))
             scores[a] = sum(
                 ctx.score_retrieval(ctx.model, pixels, captions, batch_size=self.eval_batch_size)["mean_recall@1"]
-                for pixels, captions in sets
+                for _, pixels, captions in sets
             ) / len(sets)
         best = max(scores, key=lambda a: (scores[a], a))
-        pairs = len(self.alphas) * sum(len(captions) for _, captions in sets)
-        return best, scores, pairs
+        return best, scores, len(self.alphas) * tuned_on["pairs"], tuned_on
 
     def end_step(self, ctx: MethodContext) -> StepOutcome:
         if ctx.step == 0 or self._prev is None:
             return StepOutcome({"alpha": 1.0}, StepCost())
         new = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-        if len(self.alphas) == 1:
-            alpha, scores, pairs = self.alphas[0], {}, 0
-        else:
-            alpha, scores, pairs = self.choose_alpha(ctx, self._prev, new)
+        if not self.searches:
+            ctx.model.load_state_dict(interpolate(self._prev, new, self.alphas[0]))
+            return StepOutcome({"alpha": self.alphas[0], "alpha_scores": {}}, StepCost())
+        alpha, scores, pairs, tuned_on = self.choose_alpha(ctx, self._prev, new)
         ctx.model.load_state_dict(interpolate(self._prev, new, alpha))
-        return StepOutcome({"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()}},
-                           StepCost(extra_pairs=pairs))
+        return StepOutcome({"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()},
+                            "tuned_on": tuned_on}, StepCost(extra_pairs=pairs))
 
     def state_dict(self) -> dict:
         return {"prev": self._prev}
@@ -145,8 +169,9 @@ class Patching(_Interpolating):
     name = "patching"
 
     class Params(Schema):
-        alphas: tuple[float, ...] = Field(DEFAULT_ALPHAS, description="coefficient grid α in [0, 1] (\"0,0.5,1\")")
-        task: str = Field("retrieval", description="the held-out eval set of earlier steps that α is tuned on")
+        alphas: tuple[float, ...] = Field(
+            DEFAULT_ALPHAS, description="coefficient grid α in [0, 1] (\"0,0.5,1\"), scored on the validation "
+            "sets of earlier steps")
         eval_batch_size: int = Field(256, ge=1, description="batch size of the scoring forward passes")
 
         _split = field_validator("alphas", mode="before")(float_list)
@@ -159,7 +184,6 @@ class Patching(_Interpolating):
     def __init__(self, **params):
         super().__init__(**params)
         self.alphas = tuple(self.params["alphas"])
-        self.task = self.params["task"]
         self.eval_batch_size = self.params["eval_batch_size"]
 
 

@@ -279,3 +279,52 @@ def test_tables_keep_tasks_not_selected_this_time(evaluated, tmp_path, stream, c
     evaluate_run(run_dir, EvalConfig(tasks=["retrieval"]), log=lambda m: None)
     summary = json.load(open(os.path.join(run_dir, "eval_summary.json")))
     assert set(summary["static"]) == {"digits"} and {"retrieval", "classification"} <= set(summary["dynamic"])
+
+
+def test_records_and_summary_carry_chance_and_subsample_statistics(evaluated):
+    """Each dynamic result says its chance level (1/n pairs for Recall@1, 1/classes for top-1) and
+    keeps the main metric per subsample; the summary names the subsample size and chance level."""
+    run_dir, _, _, _ = evaluated
+    records = read_results(os.path.join(run_dir, "eval.jsonl"))
+    ret = [r for r in records if r["task"] == "retrieval"]
+    assert ret and all(r["chance"] == pytest.approx(1 / r["n"]) and r["trials"] == 2 * r["n"] for r in ret)
+    assert all(r["per_seed"]["mean_recall@1"] == [r["metrics"]["mean_recall@1"]] for r in ret)  # 12 of 12: once
+    cls = [r for r in records if r["task"] == "classification"]
+    assert cls and all(r["chance"] == pytest.approx(1 / 4) and r["classes"] == 4 for r in cls)
+    digits = [r for r in records if r["task"] == "digits"]
+    assert digits and all(r["chance"] == pytest.approx(1 / 10) for r in digits)
+    summary = json.load(open(os.path.join(run_dir, "eval_summary.json")))
+    assert summary["dynamic"]["retrieval"]["subsample_pairs"] == [12]
+    assert summary["dynamic"]["retrieval"]["chance"] == [pytest.approx(1 / 12)]
+
+
+def test_dynamic_retrieval_keeps_every_subsample(monkeypatch):
+    """30 pairs, subsamples of 10 with 3 seeds: the record keeps the 3 values, their std and chance 1/10."""
+    import numpy as np
+    import torch
+
+    from ticlip.eval.scorers import ScoringContext, score_dynamic_retrieval
+    from ticlip.eval.tasks import load_tasks
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    txt = torch.nn.functional.normalize(img + 0.8 * torch.randn(30, 8, generator=g), dim=-1)
+
+    class Features:
+        def dynamic_images(self, sets, name, j):
+            return img
+
+        def dynamic_texts(self, sets, name, j):
+            return txt
+
+    class Stream:
+        steps = [type("S", (), {"label": "2020"})()]
+
+    spec = load_tasks(None)["retrieval"]
+    ctx = ScoringContext(Features(), None, None, Stream(), seeds=3, subsample=10)
+    score = score_dynamic_retrieval(spec, 0, ctx)
+    values = score.extra["per_seed"]["mean_recall@1"]
+    assert len(values) == 3 and len(set(values)) > 1  # three different subsamples
+    assert score.metrics["mean_recall@1"] == pytest.approx(np.mean(values))
+    assert score.extra["std"]["mean_recall@1"] == pytest.approx(np.std(values, ddof=1))
+    assert score.extra["chance"] == pytest.approx(0.1) and score.extra["n"] == 10

@@ -41,9 +41,13 @@ def register(subparsers) -> None:
     _add_run_flags(d, with_config=False)
     d.set_defaults(func=demo_command)
 
-    c = subparsers.add_parser("compare", help="print the comparison table (mean ± std over seeds) of evaluated runs")
+    c = subparsers.add_parser("compare", help="print the comparison table (mean ± std over seeds, chance levels, "
+                                              "paired differences to a reference method) of evaluated runs")
     c.add_argument("runs", nargs="+", help="run directories, or an experiment directory holding them")
     c.add_argument("--format", choices=["markdown", "csv"], default="markdown")
+    c.add_argument("--reference", default=None, metavar="METHOD",
+                   help="method every other is compared with, paired by training seed (default cumulative-all "
+                        "when it is among the runs; e.g. --reference oracle)")
     c.set_defaults(func=compare_command)
 
 
@@ -108,12 +112,13 @@ def expand_run_dirs(paths: list[str]) -> list[str]:
 
 def compare_command(args) -> int:
     from ticlip.report.results import group_runs, load_runs
-    from ticlip.report.tables import summary_table
+    from ticlip.report.tables import DEFAULT_REFERENCE, summary_table
 
     runs = load_runs(expand_run_dirs(args.runs))
     for r in runs:
         for w in r.warnings:
             print(f"warning: {w}", file=sys.stderr)
-    table = summary_table(group_runs(runs))
+    reference = args.reference or DEFAULT_REFERENCE
+    table = summary_table(group_runs(runs), reference, require_reference=args.reference is not None)
     print(table.to_markdown() if args.format == "markdown" else table.to_csv(), end="")
     return 0

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -169,6 +170,100 @@ def static_table(records: Iterable[dict], tasks: Sequence[str], rows: Sequence[i
         if e is None and m in r_at and t in c_at:
             S[r_at[m], c_at[t]] = score(rec)
     return S
+
+
+@dataclass
+class CellStats:
+    """What eval.jsonl knows about each cell of a dynamic task's E besides its score (T×T arrays
+    over the same rows and columns as E, NaN where unknown): the cell's chance level, the pairs it was
+    scored on (``n``), the Bernoulli ``trials`` behind it (the above-chance test), the std of the main
+    metric over retrieval subsamples, and the main metric per subsample (S×T×T; a cell scored whole,
+    once, repeats its value; None when no record kept them)."""
+
+    chance: np.ndarray
+    n: np.ndarray
+    trials: np.ndarray
+    std: np.ndarray
+    per_seed: np.ndarray | None
+
+    def subsample_sizes(self) -> list[int]:
+        return sorted({int(v) for v in self.n.ravel() if not math.isnan(v)})
+
+    def chance_levels(self) -> list[float]:
+        return sorted({round(float(v), 12) for v in self.chance.ravel() if not math.isnan(v)})
+
+    def transfer_subsample_std(self) -> dict[str, float]:
+        """Std (ddof=1) over subsample seeds of each transfer metric, E recomputed per seed; NaN per key
+        when fewer than two subsamples were kept."""
+        if self.per_seed is None or self.per_seed.shape[0] < 2 or self.per_seed.shape[1] != self.per_seed.shape[2]:
+            return {}
+        per = [transfer_metrics(E) for E in self.per_seed]
+        out = {}
+        for key, v in per[0].items():
+            if isinstance(v, float) or v is None:
+                vals = np.array([math.nan if p[key] is None else float(p[key]) for p in per])
+                vals = vals[~np.isnan(vals)]
+                out[key] = float(vals.std(ddof=1)) if vals.size > 1 else math.nan
+        return out
+
+
+def cell_stats(records: Iterable[dict], task: str, rows: Sequence, cols: Sequence, *, by: str = "index") -> CellStats:
+    """``CellStats`` of ``task`` from eval.jsonl records; rows/cols are model/eval step indices
+    (``by="index"``) or labels (``by="label"``). Old records without ``chance`` get it from ``n``
+    for retrieval metrics (1/n at k=1); ``trials`` likewise (2n)."""
+    from ticlip.eval.stats import retrieval_chance
+
+    r_at = {r: i for i, r in enumerate(rows)}
+    c_at = {c: j for j, c in enumerate(cols)}
+    shape = (len(rows), len(cols))
+    chance, n, trials, std = (np.full(shape, np.nan) for _ in range(4))
+    seeds: dict[tuple[int, int], list[float]] = {}
+    for (m, t, e), rec in latest_results(records).items():
+        if t != task or e is None:
+            continue
+        mi = m if by == "index" else rec["model_step"].get("label")
+        ej = e if by == "index" else rec["eval_step"].get("label")
+        if mi not in r_at or ej not in c_at:
+            continue
+        i, j = r_at[mi], c_at[ej]
+        metric = rec.get("metric", "")
+        if rec.get("n") is not None:
+            n[i, j] = float(rec["n"])
+        c = rec.get("chance")
+        if c is None and "recall@" in metric and rec.get("n"):
+            c = retrieval_chance(int(rec["n"]), metric)
+        chance[i, j] = math.nan if c is None else float(c)
+        tr = rec.get("trials")
+        if tr is None and "recall@" in metric and rec.get("n"):
+            tr = 2 * int(rec["n"])
+        trials[i, j] = math.nan if tr is None else float(tr)
+        sd = (rec.get("std") or {}).get(metric)
+        std[i, j] = math.nan if sd is None else float(sd)
+        vals = (rec.get("per_seed") or {}).get(metric)
+        if vals:
+            seeds[(i, j)] = [math.nan if v is None else float(v) for v in vals]
+    per_seed = None
+    if seeds:
+        S = max(len(v) for v in seeds.values())
+        per_seed = np.full((S, *shape), np.nan)
+        for (i, j), vals in seeds.items():
+            per_seed[:, i, j] = vals if len(vals) == S else vals[0] if len(vals) == 1 else np.nan
+    return CellStats(chance, n, trials, std, per_seed)
+
+
+def read_cell_stats(run_dir: str, task: str, labels: Sequence[str]) -> CellStats:
+    """``cell_stats`` of a run's eval.jsonl, rows and columns being the step ``labels``."""
+    records = read_results(os.path.join(run_dir, EVAL_LOG), warn=lambda m: None)
+    return cell_stats(records, task, list(labels), list(labels), by="label")
+
+
+def static_chance(run_dir: str) -> dict[str, float]:
+    """Static task -> chance level of its main metric, from the last model step's record that has one."""
+    out: dict[str, tuple[int, float]] = {}
+    for (m, t, e), rec in latest_results(read_results(os.path.join(run_dir, EVAL_LOG), warn=lambda m: None)).items():
+        if e is None and rec.get("chance") is not None and (t not in out or m >= out[t][0]):
+            out[t] = (m, float(rec["chance"]))
+    return {t: c for t, (_, c) in out.items()}
 
 
 # ------------------------------------------------------------------------------ labelled tables (CSV)
@@ -343,6 +438,10 @@ def write_result_tables(
             summary["dynamic"][task] = {"metric": metric[task], **transfer_metrics(E)}
         else:
             summary["dynamic"][task] = {"metric": metric[task], "mean": _nanmean(E)}
+        stats = cell_stats(records, task, row_idx, cols)
+        summary["dynamic"][task].update(
+            subsample_pairs=stats.subsample_sizes(), chance=stats.chance_levels(),
+            subsample_std=stats.transfer_subsample_std() if E.shape[0] == E.shape[1] else {})
     if static:
         S = static_table(records, static, row_idx)
         keep = [k for k in range(len(static)) if not all(math.isnan(v) for v in S[:, k])]
@@ -362,7 +461,7 @@ def _nanmean(E: np.ndarray) -> float:
 
 
 __all__ = [
-    "CORNER", "EVAL_LOG", "MATRIX_GLOB", "REPORT_HTML", "REPORT_SUMMARY", "REPORT_TABLE_CSV", "REPORT_TABLE_MD",
+    "CORNER", "CellStats", "EVAL_LOG", "cell_stats", "read_cell_stats", "static_chance", "MATRIX_GLOB", "REPORT_HTML", "REPORT_SUMMARY", "REPORT_TABLE_CSV", "REPORT_TABLE_MD",
     "STATIC_SCORES", "SUMMARY", "append_result", "build_matrix", "latest_results", "matrix_filename",
     "matrix_files", "matrix_metrics", "read_matrix", "read_results", "read_static_scores", "read_summary",
     "read_table", "result_key", "score", "static_table", "task_names", "task_of_matrix_file",

@@ -93,6 +93,31 @@ def subsample_indices(n: int, size: int, seed: int, key: int = 0) -> np.ndarray:
     return np.sort(rng.choice(n, size=size, replace=False))
 
 
+def subsample_recalls(
+    image_features,
+    text_features,
+    *,
+    size: int,
+    seeds: Sequence[int] = (0, 1, 2),
+    key: int = 0,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> tuple[list[dict[str, float]], int]:
+    """``recall_at_k`` on each seed's subsample of ``size`` aligned pairs: (one dict per seed, pairs
+    scored). A set no larger than ``size`` is scored whole, once (every seed would draw all of it)."""
+    img = _as_tensor(image_features)
+    txt = _as_tensor(text_features)
+    n = len(img)
+    if size <= 0:
+        raise ValueError(f"subsample size must be positive, got {size}")
+    if n <= size:
+        seeds = list(seeds)[:1]  # every seed would draw all pairs
+    runs = []
+    for seed in seeds:
+        idx = torch.as_tensor(subsample_indices(n, size, seed, key))
+        runs.append(recall_at_k(img[idx], txt[idx], ks))
+    return runs, min(n, size)
+
+
 def subsampled_recall(
     image_features,
     text_features,
@@ -107,22 +132,12 @@ def subsampled_recall(
     Returns (mean over seeds, standard deviation over seeds (ddof=1; 0 for one seed or when the
     set is no larger than ``size``, since every seed then draws the whole set), pairs scored).
     """
-    img = _as_tensor(image_features)
-    txt = _as_tensor(text_features)
-    n = len(img)
-    if size <= 0:
-        raise ValueError(f"subsample size must be positive, got {size}")
-    if n <= size:
-        seeds = list(seeds)[:1]  # every seed would draw all pairs
-    runs = []
-    for seed in seeds:
-        idx = torch.as_tensor(subsample_indices(n, size, seed, key))
-        runs.append(recall_at_k(img[idx], txt[idx], ks))
+    runs, n = subsample_recalls(image_features, text_features, size=size, seeds=seeds, key=key, ks=ks)
     keys = list(runs[0])
     values = {k: np.array([r[k] for r in runs]) for k in keys}
     mean = {k: float(v.mean()) for k, v in values.items()}
     std = {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()}
-    return mean, std, min(n, size)
+    return mean, std, n
 
 
-__all__ = ["DEFAULT_KS", "recall_at_k", "subsample_indices", "subsampled_recall"]
+__all__ = ["DEFAULT_KS", "recall_at_k", "subsample_indices", "subsample_recalls", "subsampled_recall"]

@@ -152,7 +152,7 @@ class Evaluator:
             "metric": spec.main_metric,
             "metrics": metrics,
         }
-        for k in ("std", "seeds", "n", "images"):
+        for k in ("std", "seeds", "n", "images", "classes", "chance", "trials", "per_seed"):
             if k in extra:
                 rec[k] = extra[k]
         rec.update(

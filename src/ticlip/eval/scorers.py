@@ -16,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ticlip.errors import TiclipError
 from ticlip.eval.cache import EvalSets, FeatureCache, StaticSets
 from ticlip.eval.encode import encode_pixels, encode_texts
-from ticlip.eval.retrieval import DEFAULT_KS, recall_at_k, subsampled_recall
+from ticlip.eval.retrieval import DEFAULT_KS, recall_at_k, subsample_recalls
+from ticlip.eval.stats import classification_chance, retrieval_chance
 from ticlip.eval.static import ClassificationData, RetrievalData
 from ticlip.eval.zeroshot import zero_shot_accuracy
 
@@ -50,7 +52,9 @@ def score_retrieval(
 @dataclass
 class Score:
     """A result's metrics (``metrics[spec.main_metric]`` is its score) and what else its record holds
-    (``std``, ``seeds``, ``n``, ``images``)."""
+    (``std``, ``seeds``, ``n``, ``images``, ``classes``, ``chance``: the main metric's chance level,
+    ``trials``: Bernoulli trials behind it for the above-chance test, ``per_seed``: the main metric
+    per retrieval subsample)."""
 
     metrics: dict
     extra: dict = field(default_factory=dict)
@@ -77,11 +81,22 @@ def score_dynamic_retrieval(spec, j: int, ctx: ScoringContext) -> Score:
     """Recall@k on step ``j``'s eval set, averaged over ``seeds`` subsamples of ``subsample`` pairs."""
     img = ctx.features.dynamic_images(ctx.eval_sets, spec.eval_set, j)
     txt = ctx.features.dynamic_texts(ctx.eval_sets, spec.eval_set, j)
-    metrics, std, n = subsampled_recall(img, txt, size=ctx.subsample, seeds=range(ctx.seeds), key=j)
+    runs, n = subsample_recalls(img, txt, size=ctx.subsample, seeds=range(ctx.seeds), key=j)
+    metrics, std = _mean_std(runs)
     if n < ctx.subsample:
         ctx.log(f"  note: step {ctx.stream.steps[j].label} has {n} {spec.eval_set} pairs, fewer than "
                 f"the subsample size {ctx.subsample}: all of them are scored once")
-    return Score(metrics, {"std": std, "seeds": list(range(ctx.seeds)) if n >= ctx.subsample else [0], "n": n})
+    main = spec.main_metric
+    return Score(metrics, {"std": std, "seeds": list(range(ctx.seeds)) if n >= ctx.subsample else [0], "n": n,
+                           "chance": retrieval_chance(n, main), "trials": 2 * n,
+                           "per_seed": {main: [r[main] for r in runs]} if main in runs[0] else {}})
+
+
+def _mean_std(runs: list[dict]) -> tuple[dict, dict]:
+    """Mean and sample std (ddof=1; 0 for one run) of each metric over subsample runs."""
+    values = {k: np.array([r[k] for r in runs]) for k in runs[0]}
+    return ({k: float(v.mean()) for k, v in values.items()},
+            {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()})
 
 
 def score_dynamic_classification(spec, j: int, ctx: ScoringContext) -> Score:
@@ -100,10 +115,13 @@ def score_dynamic_classification(spec, j: int, ctx: ScoringContext) -> Score:
         subset = set(task.subset)
         n = sum(1 for y in labels if y in subset)
         metrics = zero_shot_accuracy(img, labels, w, classes=task.subset) if n else {"acc1": None}
+        classes = len(task.subset)
     else:
         n = len(labels)
         metrics = zero_shot_accuracy(img, labels, w)
-    return Score(metrics, {"n": n})
+        classes = len(task.classes)
+    return Score(metrics, {"n": n, "classes": classes, "chance": classification_chance(classes, spec.main_metric),
+                           "trials": n})
 
 
 def _static_data(spec, ctx: ScoringContext, kind: type):
@@ -119,7 +137,9 @@ def score_static_classification(spec, j: None, ctx: ScoringContext) -> Score:
     data = _static_data(spec, ctx, ClassificationData)
     w = ctx.features.classifier(f"static:{spec.name}", data.classnames, spec.templates or data.templates or "photo")
     feats, labels = ctx.features.labelled_images(("static", spec.name), data.dataset)
-    return Score(zero_shot_accuracy(feats, labels, w), {"n": len(labels)})
+    classes = len(data.classnames)
+    return Score(zero_shot_accuracy(feats, labels, w), {"n": len(labels), "classes": classes,
+                 "chance": classification_chance(classes, spec.main_metric), "trials": len(labels)})
 
 
 def score_static_retrieval(spec, j: None, ctx: ScoringContext) -> Score:
@@ -128,7 +148,9 @@ def score_static_retrieval(spec, j: None, ctx: ScoringContext) -> Score:
     img = ctx.features.encode_images(("static", spec.name), data.images)
     txt = ctx.features.encode_texts(data.captions)
     metrics = recall_at_k(img, txt, text_to_image=data.text_to_image)
-    return Score(metrics, {"n": len(data.captions), "images": len(data.images)})
+    return Score(metrics, {"n": len(data.captions), "images": len(data.images),
+                           "chance": retrieval_chance(len(data.images), spec.main_metric),
+                           "trials": len(data.captions) + len(data.images)})
 
 
 SCORERS: dict[str, Scorer] = {

@@ -16,13 +16,18 @@ def register(subparsers) -> None:
     p.add_argument("--out", help="output directory (default: the run's directory for one run, "
                    "<common parent>/report for several)")
     p.add_argument("--title", help="page title")
+    p.add_argument("--reference", default=None, metavar="METHOD",
+                   help="method every other is compared with, paired by training seed (default cumulative-all "
+                        "when it is among the runs)")
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args) -> int:
+    from ticlip.report.tables import DEFAULT_REFERENCE
     from ticlip.report.write import write_report
 
-    files = write_report(args.runs, args.out, title=args.title)
+    files = write_report(args.runs, args.out, title=args.title, reference=args.reference or DEFAULT_REFERENCE,
+                         require_reference=args.reference is not None)
     for w in files.warnings:
         print(f"warning: {w}")
     with open(files.markdown, encoding="utf-8") as f:

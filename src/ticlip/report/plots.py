@@ -1,6 +1,7 @@
 """Report figures (matplotlib, Agg backend, PNG):
 
-- ``heatmap``: E of one method and task with the value in each cell (TiC-CLIP Figure 4, right);
+- ``heatmap``: E of one method and task with the value in each cell (TiC-CLIP Figure 4, right),
+  cells not above chance grey and hatched (``heatmap_figure`` builds the figure);
 - ``compute_plot``: a score against cumulative training MACs, one line per method, one point per
   model step (Figure 1 right / Figure 4 left): dynamic tasks use the mean of E's row (the model
   after step i on every step's data), static tasks the score of the model after step i;
@@ -35,13 +36,13 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def heatmap(E: np.ndarray, labels: Sequence[str], path: str, *, title: str, metric: str = "score",
-            vrange: tuple[float, float] | None = None) -> str:
-    """E as a heatmap, rows = model after step i, columns = eval data of step j, values in %.
-
-    ``vrange`` (fractions) fixes the colour scale, so heatmaps of several methods compare by colour.
-    """
+def heatmap_figure(E: np.ndarray, labels: Sequence[str], *, title: str, metric: str = "score",
+                   vrange: tuple[float, float] | None = None, at_chance: np.ndarray | None = None):
+    """The heatmap's matplotlib Figure (see ``heatmap``); cells where ``at_chance`` is True get a grey
+    hatched overlay (a Rectangle with ``gid="at-chance"``) and their value in grey, with a legend."""
     plt = _plt()
+    from matplotlib.patches import Patch, Rectangle
+
     T = len(labels)
     size = max(3.5, 0.75 * T + 1.5)
     fig, ax = plt.subplots(figsize=(size + 1.0, size))
@@ -50,27 +51,55 @@ def heatmap(E: np.ndarray, labels: Sequence[str], path: str, *, title: str, metr
     im = ax.imshow(data, cmap="viridis", aspect="equal", vmin=vmin, vmax=vmax)
     lo, hi = im.get_clim()
     mid = (lo + hi) / 2
+    marked = np.zeros((T, T), dtype=bool) if at_chance is None else np.asarray(at_chance, dtype=bool)
     for i in range(T):
         for j in range(T):
             v = E[i, j]
             if math.isnan(v):
                 ax.text(j, i, "–", ha="center", va="center", color="grey", fontsize=9)
+                continue
+            if marked[i, j]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="lightgrey", alpha=0.85,
+                                       edgecolor="dimgrey", hatch="///", linewidth=0, gid="at-chance"))
+                ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=9, color="dimgrey")
             else:
                 ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=9,
                         color="black" if 100 * v > mid else "white")
+    if marked.any():
+        ax.legend(handles=[Patch(facecolor="lightgrey", edgecolor="dimgrey", hatch="///", label="not above chance")],
+                  loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, frameon=False)
     ax.set_xticks(range(T), labels, rotation=45, ha="right")
     ax.set_yticks(range(T), labels)
     ax.set_xlabel("evaluation step")
     ax.set_ylabel("model after training step")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{metric} (%)")
+    return fig
+
+
+def heatmap(E: np.ndarray, labels: Sequence[str], path: str, *, title: str, metric: str = "score",
+            vrange: tuple[float, float] | None = None, at_chance: np.ndarray | None = None) -> str:
+    """E as a heatmap, rows = model after step i, columns = eval data of step j, values in %.
+
+    ``vrange`` (fractions) fixes the colour scale, so heatmaps of several methods compare by colour.
+    ``at_chance`` (T×T booleans) marks the cells not above chance: grey, hatched, with a legend.
+    """
+    plt = _plt()
+    fig = heatmap_figure(E, labels, title=title, metric=metric, vrange=vrange, at_chance=at_chance)
     out = _save(fig, path)
     plt.close(fig)
     return out
 
 
-def compute_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str, *, title: str, ylabel: str) -> str:
-    """One line per method: ``series[method] = (cumulative MACs per step, score per step)``."""
+def _chance_line(ax, chance: float | None) -> None:
+    if chance is not None and not math.isnan(chance):
+        ax.axhline(100 * chance, color="grey", linestyle="--", linewidth=1, label=f"chance ({100 * chance:.1f}%)")
+
+
+def compute_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str, *, title: str, ylabel: str,
+                 chance: float | None = None) -> str:
+    """One line per method: ``series[method] = (cumulative MACs per step, score per step)``; a dashed
+    line at ``chance`` (a fraction) when given."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     xs_all = []
@@ -83,6 +112,7 @@ def compute_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str, *,
     positive = [v for v in xs_all if v > 0]
     if positive and max(positive) / min(positive) > 20:
         ax.set_xscale("log")
+    _chance_line(ax, chance)
     ax.set_xlabel("cumulative training compute (MACs)")
     ax.set_ylabel(f"{ylabel} (%)")
     ax.set_title(title)
@@ -95,7 +125,7 @@ def compute_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str, *,
 
 
 def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str], path: str, *, title: str,
-                ylabel: str) -> str:
+                ylabel: str, chance: float | None = None) -> str:
     """Panels side by side, one per curve kind (e.g. "in-domain", "last model"); one line per method.
 
     ``curves[panel][method]`` is a score per step (NaN where missing).
@@ -108,6 +138,7 @@ def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str],
         for k, (method, y) in enumerate(curves[panel].items()):
             ok = ~np.isnan(y)
             ax.plot(x[ok], 100 * y[ok], marker=_MARKERS[k % len(_MARKERS)], label=method)
+        _chance_line(ax, chance)
         ax.set_xticks(x, labels, rotation=45, ha="right")
         ax.set_title(panel)
         ax.set_xlabel("step")

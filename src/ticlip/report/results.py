@@ -23,7 +23,10 @@ from ticlip.eval.metrics import MatrixError, as_matrix, static_summary, transfer
 from ticlip.eval.results import (
     MATRIX_GLOB,
     STATIC_SCORES,
+    CellStats,
     matrix_files,
+    read_cell_stats,
+    static_chance,
     read_static_scores,
     read_table,
     task_names,
@@ -46,7 +49,24 @@ class RunResults:
     labels: list[str] = field(default_factory=list)  # eval step labels (columns of E)
     static: dict[str, np.ndarray] = field(default_factory=dict)  # task -> score per model step
     metric_names: dict[str, str] = field(default_factory=dict)  # task -> main metric ("acc1", ...)
+    cells: dict[str, CellStats] = field(default_factory=dict)  # dynamic task -> chance, subsample std, ... per cell
+    static_chance: dict[str, float] = field(default_factory=dict)  # static task -> chance level
     warnings: list[str] = field(default_factory=list)
+
+    def subsample_values(self, task: str, key: str) -> np.ndarray:
+        """Transfer metric ``key`` of ``task`` recomputed on each eval subsample (empty when the run's
+        eval.jsonl kept no per-subsample values)."""
+        stats = self.cells.get(task)
+        if stats is None or stats.per_seed is None or stats.per_seed.shape[1:] != self.matrices[task].shape:
+            return np.array([])
+        vals = [transfer_metrics(E)[key] for E in stats.per_seed]
+        return np.array([math.nan if v is None else float(v) for v in vals])
+
+    def subsample_std(self, task: str, key: str) -> float:
+        """Std (ddof=1) of ``key`` over eval subsamples (NaN when not recorded or fewer than two)."""
+        v = self.subsample_values(task, key)
+        v = v[~np.isnan(v)]
+        return float(v.std(ddof=1)) if v.size > 1 else math.nan
 
     @property
     def name(self) -> str:
@@ -103,6 +123,7 @@ def load_run(run_dir: str) -> RunResults:
             raise ReportError(f"{path}: step labels {labels} differ from the run's other matrices {res.labels}")
         res.labels = labels
         res.matrices[task] = E
+        res.cells[task] = read_cell_stats(run_dir, task, labels)
     static_path = os.path.join(run_dir, STATIC_SCORES)
     if os.path.exists(static_path):
         try:
@@ -120,6 +141,7 @@ def load_run(run_dir: str) -> RunResults:
                 else:
                     res.warnings.append(f"{static_path}: model step {r!r} is not a step of the run; ignored")
             res.static[task] = col
+    res.static_chance = static_chance(run_dir)
     if not res.matrices and not res.static:
         raise ReportError(
             f"run {info.name} ({run_dir}) has no evaluation results (no {MATRIX_GLOB} nor {STATIC_SCORES}); "
@@ -169,6 +191,48 @@ class MethodGroup:
 
     def static_last(self, task: str) -> tuple[float, float]:
         return self.metric(lambda r: static_summary(r.static[task])["last"])
+
+    def subsample_std(self, task: str, key: str) -> float:
+        """Std over eval subsamples of a transfer metric, averaged over the group's runs (NaN when no
+        run kept per-subsample values)."""
+        v = np.array([r.subsample_std(task, key) for r in self.runs])
+        v = v[~np.isnan(v)]
+        return float(v.mean()) if v.size else math.nan
+
+    def chance_matrix(self, task: str) -> np.ndarray:
+        """Chance level of each cell of E (the first run's; every run of a group has the same stream)."""
+        stats = self.runs[0].cells.get(task)
+        return stats.chance if stats is not None else np.full_like(self.runs[0].matrices[task], np.nan)
+
+    def chance(self, task: str, key: str) -> float:
+        """Chance level of a transfer metric: the same mean over cells as ``key`` takes of E."""
+        C = self.chance_matrix(task)
+        if np.isnan(C).all():
+            return math.nan
+        v = transfer_metrics(C).get(key)
+        return math.nan if v is None else float(v)
+
+    def subsample_sizes(self, task: str) -> list[int]:
+        sizes = set()
+        for r in self.runs:
+            if task in r.cells:
+                sizes.update(r.cells[task].subsample_sizes())
+        return sorted(sizes)
+
+    def at_chance(self, task: str) -> np.ndarray:
+        """Cells of the mean E not above chance (one-sided binomial test at α = 0.05 on the cell's
+        trials); False where the chance level is unknown or the cell is missing."""
+        from ticlip.eval.stats import above_chance
+
+        E, C = self.mean_matrix(task), self.chance_matrix(task)
+        stats = self.runs[0].cells.get(task)
+        trials = stats.trials if stats is not None else np.full_like(E, np.nan)
+        out = np.zeros(E.shape, dtype=bool)
+        for (i, j), v in np.ndenumerate(E):
+            t = trials[i, j]
+            verdict = above_chance(v, C[i, j], 0 if math.isnan(t) else int(t))
+            out[i, j] = verdict is False
+        return out
 
     def compute(self) -> tuple[float, float]:
         return self.metric(lambda r: r.total_macs())

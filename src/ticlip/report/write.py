@@ -26,7 +26,14 @@ from ticlip.eval.results import REPORT_HTML, REPORT_SUMMARY, REPORT_TABLE_CSV, R
 from ticlip.report import plots
 from ticlip.report.html import Figure, Section, render_page
 from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs
-from ticlip.report.tables import TRANSFER_COLUMNS, common_static_tasks, ordered_dynamic_tasks, summary_table
+from ticlip.report.tables import (
+    DEFAULT_REFERENCE,
+    TRANSFER_COLUMNS,
+    SummaryTable,
+    common_static_tasks,
+    ordered_dynamic_tasks,
+    summary_table,
+)
 
 
 @dataclass
@@ -60,25 +67,42 @@ def _metric_name(groups: list[MethodGroup], task: str) -> str:
     return "score"
 
 
-def _summary_json(groups: list[MethodGroup], dynamic: list[str], static: list[str]) -> dict:
+def _summary_json(groups: list[MethodGroup], dynamic: list[str], static: list[str], table: SummaryTable) -> dict:
+    """Per method: runs, seeds, compute, and per metric mean / std over training seeds /
+    subsample_std (over eval subsamples) / chance, and ``vs_reference`` (the paired difference to the
+    reference method) for the table's columns."""
+    diffs = {r.method: {c.key: d for c, d in zip(table.columns, r.diffs)} for r in table.rows}
     out = {}
     for g in groups:
         m, s = g.compute()
         d = {"runs": [r.name for r in g.runs], "seeds": g.seeds, "compute_macs": {"mean": m, "std": s},
-             "dynamic": {}, "static": {}}
+             "reference": table.reference, "dynamic": {}, "static": {}}
         for t in dynamic:
-            d["dynamic"][t] = {}
+            d["dynamic"][t] = {"subsample_pairs": g.subsample_sizes(t)}
             for key in ("in_domain", "backward", "forward", "backward_normalised", "forward_normalised"):
                 mean, std = g.transfer(t, key)
-                d["dynamic"][t][key] = {"mean": mean, "std": std}
+                entry = {"mean": mean, "std": std, "subsample_std": g.subsample_std(t, key),
+                         "chance": g.chance(t, key) if key in ("in_domain", "backward", "forward") else None}
+                diff = diffs.get(g.label, {}).get(f"{t}_{key}")
+                if diff is not None:
+                    entry["vs_reference"] = diff.as_dict()
+                d["dynamic"][t][key] = entry
         for t in static:
             mean, std = g.static_last(t)
-            d["static"][t] = {"last": {"mean": mean, "std": std}}
+            entry = {"mean": mean, "std": std, "chance": g.runs[0].static_chance.get(t)}
+            diff = diffs.get(g.label, {}).get(f"static_{t}_last")
+            if diff is not None:
+                entry["vs_reference"] = diff.as_dict()
+            d["static"][t] = {"last": entry}
         out[g.label] = d
     return json_safe(out)
 
 
-def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str | None = None) -> ReportFiles:
+def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str | None = None,
+                 reference: str | None = DEFAULT_REFERENCE, require_reference: bool = False) -> ReportFiles:
+    """Tables, figures and report.html over ``run_dirs``; each method is compared with ``reference``
+    (a method name; None: no comparison). An absent reference is an error only when
+    ``require_reference`` (the user named it)."""
     runs = load_runs(list(run_dirs))
     groups = group_runs(runs)
     out_dir = out_dir or default_out_dir(list(run_dirs))
@@ -96,10 +120,10 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         if missing:
             warnings.append(f"{g.label}: tasks {', '.join(missing)} are not in every run and are left out of the comparison")
 
-    table = summary_table(groups)
+    table = summary_table(groups, reference, require_reference=require_reference)
     md_path = write_text_atomic(os.path.join(out_dir, REPORT_TABLE_MD), table.to_markdown())
     csv_path = write_text_atomic(os.path.join(out_dir, REPORT_TABLE_CSV), table.to_csv())
-    summary_path = write_summary(os.path.join(out_dir, REPORT_SUMMARY), _summary_json(groups, dynamic, static))
+    summary_path = write_summary(os.path.join(out_dir, REPORT_SUMMARY), _summary_json(groups, dynamic, static, table))
 
     sections: list[Section] = []
     files: list[str] = []
@@ -112,7 +136,8 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
             E = g.mean_matrix(task)
             seeds = f", mean of {len(g.runs)} seeds" if len(g.runs) > 1 else ""
             p = plots.heatmap(E, g.labels, os.path.join(plot_dir, f"heatmap_{_slug(task)}_{_slug(g.label)}.png"),
-                              title=f"{g.label}: {task}{seeds}", metric=metric, vrange=vrange)
+                              title=f"{g.label}: {task}{seeds}", metric=metric, vrange=vrange,
+                              at_chance=g.at_chance(task))
             sec.figures.append(Figure(p, f"E for {g.label} on {task}: row i = model after step i, column j = step j's data"))
             files.append(p)
         series = {}
@@ -121,8 +146,9 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
             with np.errstate(all="ignore"):
                 row_mean = np.array([np.nanmean(r) if (~np.isnan(r)).any() else math.nan for r in E])
             series[g.label] = (g.cumulative_macs(), row_mean)
+        chance = _typical_chance(groups[0].chance_matrix(task))
         p = plots.compute_plot(series, os.path.join(plot_dir, f"compute_{_slug(task)}.png"),
-                               title=f"{task}: mean over all steps' data vs compute", ylabel=metric)
+                               title=f"{task}: mean over all steps' data vs compute", ylabel=metric, chance=chance)
         sec.figures.append(Figure(p, f"{task}: the model after each step, scored on every step's data (mean of E's row), against cumulative training MACs"))
         files.append(p)
         curves = {
@@ -130,7 +156,7 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
             "last model on each step's data E[T-1, j]": {g.label: _last_row(g.mean_matrix(task)) for g in groups},
         }
         p = plots.step_curves(curves, labels, os.path.join(plot_dir, f"steps_{_slug(task)}.png"),
-                              title=task, ylabel=metric)
+                              title=task, ylabel=metric, chance=chance)
         sec.figures.append(Figure(p, f"{task} per step"))
         files.append(p)
         sections.append(sec)
@@ -160,7 +186,9 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         f'<p class="note">{len(runs)} run(s), {len(groups)} method(s); steps: {e(", ".join(labels))}. '
         "Scores in %. Backward = mean of E below the diagonal (older data), ID = diagonal, "
         "Forward = above the diagonal (data not yet seen). Static tasks: the last model's score. "
-        "± is the sample standard deviation over seeds.</p>"
+        "± is the sample standard deviation over training seeds, [± …] over eval subsamples; the "
+        "chance row and the footer give each column's chance level and the retrieval subsample size; "
+        "hatched heatmap cells are not above chance.</p>"
         + "".join(f'<p class="warn">warning: {e(w)}</p>' for w in warnings)
         + "<h2>Summary (TiC-CLIP Table 2 layout)</h2>" + table.to_html()
         + f'<p class="note">Also as <a href="{REPORT_TABLE_MD}">{REPORT_TABLE_MD}</a> and '
@@ -177,6 +205,13 @@ def _finite_range(mats: list[np.ndarray]) -> tuple[float, float] | None:
     """One colour scale for every method's heatmap of a task."""
     vals = np.concatenate([m[~np.isnan(m)] for m in mats]) if mats else np.array([])
     return (float(vals.min()), float(vals.max())) if vals.size else None
+
+
+def _typical_chance(C: np.ndarray) -> float | None:
+    """The chance level to draw as a line: the mean over cells (one value when every step's subsample
+    has the same size); None when unknown."""
+    v = C[~np.isnan(C)]
+    return float(v.mean()) if v.size else None
 
 
 def _last_row(E: np.ndarray) -> np.ndarray:

@@ -208,3 +208,24 @@ def test_every_step_writes_buffer_json(growing_stream, tmp_path):
         assert plan["subset_seed"] == 2
         want = {growing_stream.steps[s["step"]].label: s["pairs"] for s in plan["sources"] if s["step"] < t}
         assert {label: len(uids) for label, uids in buf.items()} == want
+
+
+@pytest.mark.slow
+def test_resume_with_replay_buffers_and_workers_is_bit_exact(toy_stream, tmp_path, capsys):
+    """Buffers selected by key in DataLoader workers: a crashed and resumed cumulative-exp run ends with
+    the uninterrupted run's weights and buffer.json."""
+    from test_resume import Crash, assert_same_weights, config, crashing
+
+    from ticlip.train.run import train_run
+
+    changes = {"workers": 2, "accum_freq": 2, "method": "cumulative-exp", "steps": "0:2"}
+    train_run(config(toy_stream, tmp_path, "ref", **changes))
+    cfg = config(toy_stream, tmp_path, "crashed", **changes)
+    with pytest.raises(Crash):
+        train_run(cfg, method=crashing(cfg.method, 2 * 4 * 2 + 2 * 3))  # inside step 2
+    train_run(cfg, resume=True)
+    assert "step 2021: resuming main phase" in capsys.readouterr().err
+    assert_same_weights(tmp_path / "ref", tmp_path / "crashed")
+    for t in "012":
+        buf = (tmp_path / "crashed" / "steps" / t / "buffer.json").read_text()
+        assert buf == (tmp_path / "ref" / "steps" / t / "buffer.json").read_text()

@@ -1,4 +1,4 @@
-"""The training loop's recipe: weight-decay groups, precision, accumulation, clipping, logit-scale clamp,
+"""The training loop's recipe: weight-decay groups (open_clip's rule), precision, accumulation, clipping, logit-scale clamp,
 and one step on the toy stream lowering the held-out contrastive loss."""
 
 import math
@@ -32,22 +32,30 @@ def _fresh(bundle):
     return model
 
 
-def test_no_weight_decay_on_gains_biases_embeddings_and_logit_scale(tiny):
+def test_weight_decay_follows_open_clips_rule(tiny):
+    """open_clip_train/main.py: no decay where ``p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or
+    "logit_scale" in n``; everything else, token and positional embeddings included, is decayed."""
     groups = param_groups(tiny.model, 0.2)
-    no_decay = {id(p) for p in groups[0]["params"]}
     assert groups[0]["weight_decay"] == 0.0 and groups[1]["weight_decay"] == 0.2
+    no_decay = {id(p) for p in groups[0]["params"]}
+    decay = {id(p) for p in groups[1]["params"]}
     names = dict(tiny.model.named_parameters())
-    for name in ("logit_scale", "positional_embedding", "token_embedding.weight", "visual.class_embedding",
-                 "visual.positional_embedding", "ln_final.weight", "ln_final.bias", "visual.conv1.weight"):
-        if name == "visual.conv1.weight":
-            assert id(names[name]) not in no_decay  # a plain 4-d weight is decayed
-        else:
-            assert id(names[name]) in no_decay, name
-    decayed = [n for n, p in names.items() if id(p) not in no_decay]
-    assert any("attn.in_proj_weight" in n for n in decayed) and any("mlp.c_fc.weight" in n for n in decayed)
-    assert all(names[n].ndim >= 2 and "bias" not in n for n in decayed)
-    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(names)
+
+    def exclude(n, p):  # open_clip's rule, verbatim
+        return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+
+    assert no_decay == {id(p) for n, p in names.items() if exclude(n, p)}
+    assert decay == {id(p) for n, p in names.items() if not exclude(n, p)}
+    for name in ("token_embedding.weight", "positional_embedding", "visual.positional_embedding",
+                 "text_projection", "visual.conv1.weight"):
+        assert id(names[name]) in decay, name  # 2-d embeddings and projections are decayed
+    for name in ("logit_scale", "visual.class_embedding", "ln_final.weight", "ln_final.bias"):
+        assert id(names[name]) in no_decay, name
+    assert any("attn.in_proj_weight" in n and id(p) in decay for n, p in names.items())
+    assert len(no_decay) + len(decay) == len(names)
     opt = make_optimizer(tiny.model, lr=1e-3)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(no_decay), len(decay)]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.2]
     assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-6
 
 

@@ -1,7 +1,8 @@
 """One step's training as a library function: the TiC-CLIP / open_clip recipe.
 
-- AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.2) with no decay on gains, biases, embeddings and
-  the logit scale (open_clip's rule plus the model's own ``no_weight_decay()`` names);
+- AdamW (betas 0.9/0.98, eps 1e-6, weight decay 0.2) with open_clip's weight-decay rule: no decay on
+  parameters with fewer than 2 dimensions or named "bn", "ln", "bias" or "logit_scale" (gains,
+  biases, the class embedding, the logit scale); token and positional embeddings ARE decayed;
 - open_clip's ``ClipLoss`` (local loss + gather-with-grad under DDP, see ``ticlip.train.dist``);
 - precision fp32, bf16 (autocast, CPU and GPU) or fp16 (autocast + GradScaler, GPU only);
 - gradient accumulation as open_clip does it: the contrastive loss of the accumulated batch is exactly
@@ -27,29 +28,22 @@ LOGIT_SCALE_MAX = math.log(100.0)
 
 
 # --------------------------------------------------------------------------- optimizer
-def no_decay(name: str, param, extra_names: set[str] = frozenset()) -> bool:
-    """open_clip's exclusion rule (ndim < 2, "bn", "ln", "bias", "logit_scale") plus embeddings."""
-    return (
-        param.ndim < 2
-        or "bn" in name
-        or "ln" in name
-        or "bias" in name
-        or "logit_scale" in name
-        or "embedding" in name
-        or name in extra_names
-    )
+def no_decay(name: str, param) -> bool:
+    """open_clip's exclusion rule (``open_clip_train/main.py``): ``p.ndim < 2 or "bn" in n or "ln" in n
+    or "bias" in n or "logit_scale" in n``. Nothing else is excluded: open_clip decays the token and
+    positional embeddings (2-d) and ignores the model's ``no_weight_decay()``, which is for timm's
+    optimizers."""
+    return param.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
 
 
 def param_groups(model, wd: float) -> list[dict]:
-    """Two AdamW groups: decayed weights and everything else (weight decay 0)."""
-    extra: set[str] = set()
-    if hasattr(model, "no_weight_decay"):
-        extra = set(model.no_weight_decay())
+    """open_clip's two AdamW groups, in its order: gains and biases (weight decay 0), then the rest
+    (weight decay ``wd``); parameters that do not require gradients are left out."""
     decay, rest = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (rest if no_decay(name, p, extra) else decay).append(p)
+        (rest if no_decay(name, p) else decay).append(p)
     return [{"params": rest, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
 
 

@@ -56,7 +56,7 @@ def ticlip_loop(model, data, optimizer, loss_fn, log_path: str) -> float:
     from ticlip.train.loop import JsonlLog, LoopOptions, LoopState, train_loop
     from ticlip.train.schedule import ScheduleConfig
 
-    sched = ScheduleConfig("cosine", 1e-3, warmup=2).for_step(0, len(data))
+    sched = ScheduleConfig("cosine", 1e-3, warmup=2).for_step(len(data), "initial")
     log = JsonlLog(log_path, {"step": 0, "label": "bench"})
     opts = LoopOptions(iterations=len(data), macs_per_pair=1e9, budget_macs=1e9 * len(data) * len(data[0][1]),
                        progress=True, desc="ticlip loop")

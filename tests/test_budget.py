@@ -129,6 +129,21 @@ def test_const_cosine_branch_is_charged():
     assert b.plan_step(get_method("sequential"), 1, schedule=ScheduleConfig(kind="cosine")).overrun == 0.0
 
 
+def test_const_cosine_charges_the_trunk_only_when_the_next_step_continues_from_it(toy_stream):
+    """Oracle and Restart start every step from the initial weights: their trunk is never used, so none
+    is charged; nor after the stream's last step. The iterations do not change."""
+    b = Budget(1e12, 4, 1e6, 100)
+    cc = ScheduleConfig(kind="const-cosine")
+    seq = [b.plan_step(get_method("sequential"), t, schedule=cc) for t in range(4)]
+    assert [s.extra_macs_estimate for s in seq] == [500 * b.macs_per_iteration] * 3 + [0.0]
+    for name in ("oracle", "restart"):
+        for stream in (None, toy_stream):
+            rows = [b.plan_step(get_method(name), t, schedule=cc, stream=stream) for t in range(4)]
+            assert all(r.extra_macs_estimate == 0.0 and r.overrun == 0.0 for r in rows), name
+            plain = [b.plan_step(get_method(name), t, stream=stream) for t in range(4)]
+            assert [r.iterations for r in rows] == [r.iterations for r in plain]
+
+
 def test_paper_rows():
     """TiC-CLIP App. C.4: 3.4e18 MACs, batch 8192, 4 steps, ViT-B-16 -> about 20,000 iterations
     (TiC-YFCC and TiC-RedCaps). TiC-DataComp L / XL: the released configs run 22,500 / 20,500
@@ -156,7 +171,7 @@ def test_budget_cli(capsys):
     main(["budget", "--model", "ticlip-tiny-32", "--total-macs", "1e12", "--batch-size", "8", "--steps", "3",
           "--method", "all"])
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("(")]
-    assert len(notes) == 1 and "patching" in notes[0] and "held-out" in notes[0]  # the method's own note, once
+    assert len(notes) == 1 and "patching" in notes[0] and "pairs of earlier steps" in notes[0]  # its note, once
 
 
 def test_budget_cli_json_and_errors(capsys):

@@ -26,7 +26,8 @@ class TrainConfig(Schema):
     """One training run: which stream, model and method; the optimisation recipe; the budget.
 
     The defaults are the TiC-CLIP / open_clip recipe (AdamW 0.9/0.98, eps 1e-6, wd 0.2, cosine per
-    step with warmup on the first step only) sized for the tiny CPU model.
+    step; warmup on every step that starts from the initial weights, none on warm-started steps) sized
+    for the tiny CPU model.
     """
 
     # what to train
@@ -52,9 +53,14 @@ class TrainConfig(Schema):
     beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1")
     beta2: float = Field(0.98, ge=0, lt=1, description="AdamW beta2")
     eps: float = Field(1e-6, ge=0, description="AdamW epsilon")
-    warmup: int = Field(20, ge=0, description="linear warmup iterations (first step only unless warmup-every-step)")
+    warmup: int = Field(20, ge=0, description="linear warmup iterations of every step that starts from the run's "
+                                              "initial weights (random or --init): step 0, and every step of "
+                                              "oracle and restart")
+    warmup_later: int = Field(0, ge=0, description="linear warmup iterations of steps warm-started from the previous "
+                                                   "step (0: the paper's main recipe; TiC-DataComp XL: 2000)")
     schedule: Literal["cosine", "const-cosine", "constant"] = Field("cosine", description="learning-rate schedule")
-    warmup_every_step: bool = Field(False, description="warm up at every step (ablation)")
+    warmup_every_step: bool = Field(False, description="ablation: warm-started steps warm up with --warmup too "
+                                                       "(the same as --warmup-later = --warmup)")
     decay_fraction: float = Field(0.2, gt=0, le=1, description="const-cosine: cosine decay over this last "
                                                                "fraction of a step")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this value")

@@ -214,6 +214,10 @@ class Method:
     # True when end_step does real work (a Fisher pass, a coefficient search): the trainer then saves
     # the resumable state before calling it, so a kill inside it does not redo the training.
     expensive_end_step: ClassVar[bool] = False
+    # True when end_step changes the deployed weights (patching's interpolation): the next step then
+    # starts from the deployed checkpoint, never from const-cosine's constant-LR trunk (which never saw
+    # what end_step did), so the trainer runs and charges no trunk for such a method.
+    end_step_changes_weights: ClassVar[bool] = False
 
     class Params(Schema):
         """No parameters."""

@@ -8,8 +8,9 @@ evenly over the steps; step t gets C = total × budget_scale / steps, i.e.
 - Oracle retrains from scratch at every step and gets (t + 1)·C at 0-based step t.
 - A method's extra compute is its ``StepCost`` (``method.estimate_cost(t, stream)``): extra forward
   passes per training pair (LwF: the frozen previous model) and pairs forwarded outside training
-  (EWC's Fisher pass, patching's coefficient search); the const-cosine schedule adds its decay
-  branch. Those methods keep C's iterations and report the overrun (the paper's starred rows).
+  (EWC's Fisher pass, patching's coefficient search); the const-cosine schedule adds its
+  constant-LR trunk when the next step continues from it (not after the stream's last step, nor
+  for Oracle and Restart, whose next step starts from the initial weights, nor for patching). Those methods keep C's iterations and report the overrun (the paper's starred rows).
 - ``budget_scale`` > 1 gives "Cumulative-All*" (a little extra compute).
 
 The paper's TiC-YFCC row: ViT-B-16 (20.5 GMACs per pair measured here), 3.4e18 MACs, global batch
@@ -238,9 +239,10 @@ class Budget:
     def plan_step(self, method, t: int, *, schedule=None, stream=None) -> StepBudget:
         """The budget of 0-based step ``t`` for ``method`` (a ticlip.methods Method).
 
-        ``schedule``: a ``ScheduleConfig`` (its const-cosine decay branch is charged as extra);
-        ``stream``: the TimeStream trained on, for methods whose cost depends on its data (patching
-        scores held-out pairs); None when unknown (the cost's ``note`` then says what is missing).
+        ``schedule``: a ``ScheduleConfig`` (const-cosine's constant-LR trunk is charged as extra when
+        the next step continues from it, ``next_step_continues``); ``stream``: the TimeStream
+        trained on, for methods whose cost depends on its data (patching scores held-out pairs); None
+        when unknown (the cost's ``note`` then says what is missing).
         """
         if not isinstance(t, int) or not 0 <= t < self.steps:
             raise BudgetError(f"step index {t!r} out of range for a {self.steps}-step budget")
@@ -251,9 +253,23 @@ class Budget:
         cost = method.estimate_cost(t, stream)
         extra = float(cost.extra_macs(macs, self.macs_per_pair))
         if schedule is not None:
-            extra += schedule.extra_iterations(iterations) * self.macs_per_iteration
+            continues = self.next_step_continues(method, t, stream)
+            extra += schedule.extra_iterations(iterations, continues) * self.macs_per_iteration
         overrun = max(0.0, (macs + extra) / allotted - 1.0)
         return StepBudget(t, iterations, macs, extra, allotted, overrun, cost)
+
+    def next_step_continues(self, method, t: int, stream=None) -> bool:
+        """Whether step t + 1 starts from step t's weights (``ticlip.train.schedule.next_step_continues``)."""
+        from ticlip.train.schedule import next_step_continues
+
+        # Without the stream, ask the plan with large equal step sizes (every buffer non-empty): where a
+        # plan's weights start does not depend on the sizes. A next step that cannot be planned is
+        # assumed to continue (charged).
+        sizes = [s.train.count for s in stream.steps] if stream is not None else [1 << 62] * self.steps
+        try:
+            return next_step_continues(method, t, sizes)
+        except TiclipError:
+            return t + 1 < len(sizes)
 
     def plan(self, method, *, schedule=None, stream=None) -> list[StepBudget]:
         """``plan_step`` for every step."""

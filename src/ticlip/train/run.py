@@ -4,9 +4,12 @@ For each step t of the run (a contiguous range of the stream's steps):
 
 1. the method plans the step (init: the run's initial weights or the previous step's; the mixture of
    typed sources); the budget gives its iterations (oracle: (t+1)·C) and the method's estimated
-   extra cost (const-cosine's decay branch charged as extra);
+   extra cost (const-cosine's trunk charged as extra when the next step continues from it);
 2. the model starts from random weights (seeded), the previous step's checkpoint (or, for
-   const-cosine, its constant-LR trunk), or ``--init`` for the first step of the run;
+   const-cosine, its constant-LR trunk), or ``--init`` for the first step of the run; the step's LR
+   schedule warms up for ``warmup`` iterations when it starts from the run's initial weights (the
+   plan's init "initial": step 0, every Oracle and Restart step) and for ``warmup_later`` (default 0)
+   when it is warm-started ("previous");
 3. ``method.begin_step``; training over the seeded mixture (``ticlip.train.batches``) with the
    loop of ``ticlip.train.loop``; ``method.end_step`` (patching's interpolation, EWC's Fisher pass);
 4. ``steps/<t>/checkpoint.pt`` (open_clip format), ``steps/<t>/step.json`` (plan, budget, facts),
@@ -167,7 +170,8 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
         raise ConfigError(f"--init checkpoint {cfg.init} does not exist")
     indices = parse_steps(stream, cfg.steps)
     method = method if method is not None else make_method(cfg)
-    sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction)
+    sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction,
+                               cfg.warmup_later)
     if cfg.precision == "fp16" and not str(device).startswith("cuda"):
         raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
     mpp = macs_per_pair(cfg.model)
@@ -180,8 +184,8 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
         budget = Budget(total, n_steps, mpp, global_batch, cfg.budget_scale)
     step_sizes = [s.train.count for s in stream.steps]
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
-        method.plan(t, step_sizes)
-        sched_cfg.for_step(t, budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations)
+        plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later
+        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init)
     return CheckedRun(method, indices, sched_cfg, budget, mpp, global_batch)
 
 

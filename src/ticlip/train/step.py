@@ -11,8 +11,15 @@
   branch when the schedule has one.
 - ``finish``: the method's ``end_step`` (saved before it when the method says it is expensive),
   then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``.
-- ``rewind``: const-cosine only (not after the stream's last step): back to the constant-LR trunk
-  saved at the branch point, keeping what ``end_step`` learnt, and train it to ``continue.pt``.
+- ``rewind``: const-cosine only, when the next step continues from this one's weights
+  (``Budget.next_step_continues``: not after the stream's last step, not for Oracle and Restart, whose
+  next step starts from the initial weights, and not for a method whose ``end_step`` changes the
+  deployed weights, e.g. patching, whose next step starts from the deployed checkpoint): back to the
+  constant-LR trunk saved at the branch point, keeping what ``end_step`` learnt, and train it to
+  ``continue.pt``.
+
+The step's LR schedule warms up by where its weights start (``ScheduleConfig.for_step``): the run's
+initial weights get ``warmup``, warm-started steps ``warmup_later``.
 
 The phase reached is ``self.phase`` (main, branch, end, trunk, done), saved with the resumable state.
 """
@@ -158,11 +165,13 @@ class StepTrainer:
             os.makedirs(self.dir, exist_ok=True)
         self.plan = with_run_seed(method.plan(t, [s.train.count for s in stream.steps]), cfg.seed)
         self.budget = run.budget.plan_step(method, t, schedule=run.sched_cfg, stream=stream)
-        self.sched = run.sched_cfg.for_step(t, self.budget.iterations)
         self.iterations = self.budget.iterations
+        # const-cosine trains (and charges) the constant-LR trunk only when step t + 1 starts from it
+        self.continues = run.budget.next_step_continues(method, t, stream)
         self.saved = torch.load(self.state_path, map_location=dinfo.device, weights_only=False) \
             if os.path.exists(self.state_path) else None
-        init_path, self.init_desc = self._init_path()
+        init_path, self.init_desc, self.start = self._init_path()
+        self.sched = run.sched_cfg.for_step(self.iterations, self.start)
         with quiet_open_clip():
             self.bundle = create_model(cfg.model, init=init_path, device=dinfo.device, seed=cfg.seed)
         self.model = self.bundle.model
@@ -187,23 +196,25 @@ class StepTrainer:
 
         return functools.partial(score_retrieval, tokenizer=self.bundle.tokenizer, device=self.run_ctx.dist.device)
 
-    def _init_path(self) -> tuple[str | None, str]:
-        """The checkpoint the step starts from (None: random) and a description for the log."""
+    def _init_path(self) -> tuple[str | None, str, str]:
+        """The checkpoint the step starts from (None: random), a description for the log, and where the
+        weights start for the schedule's warmup: "initial" (the run's initial weights, or random weights
+        standing in for a missing previous checkpoint) or "previous"."""
         run, t = self.run_ctx, self.t
         first = t == run.indices[0]
-        random = None, "random (seed {})".format(run.cfg.seed)
+        random = None, "random (seed {})".format(run.cfg.seed), "initial"
         if self.plan.init == "initial":
             if first and run.cfg.init:
-                return run.cfg.init, f"--init {run.cfg.init}"
+                return run.cfg.init, f"--init {run.cfg.init}", "initial"
             return random
         prev = step_dir(run.run_dir, t - 1) if t > 0 else None
         if prev is not None and any(s.index == t - 1 and s.finished for s in run.info.steps):
             trunk = os.path.join(prev, "continue.pt")
             if os.path.exists(trunk):
-                return trunk, f"step {t - 1}'s constant-LR trunk"
-            return os.path.join(prev, "checkpoint.pt"), f"step {t - 1}'s checkpoint"
-        if run.cfg.init:
-            return run.cfg.init, f"--init {run.cfg.init}"
+                return trunk, f"step {t - 1}'s constant-LR trunk", "previous"
+            return os.path.join(prev, "checkpoint.pt"), f"step {t - 1}'s checkpoint", "previous"
+        if run.cfg.init:  # e.g. a released checkpoint of step t - 1
+            return run.cfg.init, f"--init {run.cfg.init}", "previous"
         if t > 0:
             run.say(f"warning: step {t} should start from step {t - 1}'s checkpoint, which this run does not have; "
                     f"starting from random weights (pass --init PATH to start from a checkpoint)")
@@ -273,7 +284,8 @@ class StepTrainer:
         if self.phase == "main":
             self._run_phase("main", 0, bp, sched.lr, "main")
             if sched.has_branch:
-                self.save_state("trunk", self.trunk_path)  # the constant-LR trunk at the branch point
+                if self.continues:
+                    self.save_state("trunk", self.trunk_path)  # the constant-LR trunk at the branch point
                 self.phase = "branch"
                 self.save_state("branch")
             else:
@@ -336,8 +348,7 @@ class StepTrainer:
             self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)
             facts["extra_macs"] = self.extra_macs
         self._write_deployable(facts)
-        last_of_stream = self.t == len(self.run_ctx.stream.steps) - 1
-        self.phase = "trunk" if self.sched.has_branch and not last_of_stream else "done"
+        self.phase = "trunk" if self.sched.has_branch and self.continues else "done"
 
     def _write_deployable(self, facts: dict) -> None:
         """The deployable checkpoint, method state and step.json of the step (rank 0)."""
@@ -357,6 +368,7 @@ class StepTrainer:
                     os.remove(old)
         summary = {
             "index": t, "label": self.label, "init": self.init_desc, "plan": self.plan.to_dict(),
+            "schedule": self.sched.to_dict(),
             "budget": self.budget.to_dict(), "iterations": self.iterations, "pairs_seen": ls.pairs_seen,
             "train_macs": ls.macs, "extra_macs": self.extra_macs,
             "first_loss": ls.first_loss, "last_loss": ls.last_loss,
@@ -370,7 +382,8 @@ class StepTrainer:
 
     # ------------------------------------------------------------------ rewind (const-cosine)
     def rewind(self) -> None:
-        """Back to the constant-LR trunk at the branch point and train it to ``continue.pt``."""
+        """Back to the constant-LR trunk at the branch point and train it to ``continue.pt`` (only when
+        the next step continues from it: ``self.continues``)."""
         import torch
 
         from ticlip.models import save_checkpoint
@@ -383,7 +396,7 @@ class StepTrainer:
         if self.resumed_phase != "trunk":  # straight from finish(): the branch's weights are loaded
             barrier(dinfo)
             spent = LoopState(**self.loop_state.to_dict())
-            # what end_step learnt (EWC's Fisher, patching's patched weights) outlives the rewind
+            # what end_step learnt (EWC's Fisher) outlives the rewind
             after_end = copy.deepcopy(run.method.state_dict())
             self._restore(torch.load(self.trunk_path, map_location=dinfo.device, weights_only=False))
             run.method.load_state_dict(after_end)

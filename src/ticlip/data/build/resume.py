@@ -54,8 +54,8 @@ class BuildState:
                 old = state.get("identity", {})
                 hint = ""
                 if "validation_size" in ident["config"] and "validation_size" not in old.get("config", ident["config"]):
-                    hint = (" (it was started without validation sets: to finish it as it was, pass "
-                            "--validation-size 0, or set stream.build.validation_size: 0 in an experiment)")
+                    hint = (" (it was built or started without validation sets: to keep it as it is, pass "
+                            "--validation-size 0, in an experiment stream.build.validation_size: 0)")
                 raise BuildError(
                     f"{out} holds a build with a different configuration ({diff(old, ident)}){hint}; "
                     "choose another --out, or pass --overwrite to replace it"

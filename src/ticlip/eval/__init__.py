@@ -12,6 +12,7 @@ evaluation matrix E and its summaries (in-domain, backward and forward transfer)
 - :mod:`ticlip.eval.runner` — ``evaluate_run`` / ``evaluate_checkpoint``;
 - :mod:`ticlip.eval.results` — the result files: eval.jsonl, matrix_<task>.csv, static scores, summary;
 - :mod:`ticlip.eval.metrics` — summaries of E (NumPy only: importing it does not load torch).
+- :mod:`ticlip.eval.stats` — chance levels, the above-chance test, paired comparisons (NumPy + SciPy).
 
 Heavy names are imported on first use, so ``import ticlip.eval.metrics`` stays light.
 """

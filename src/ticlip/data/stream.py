@@ -140,6 +140,8 @@ class PairId:
 
 # pair indexes of train shards already read in this process, by the tuple of shard locations
 _PAIR_INDEX: dict[tuple[str, ...], list[PairId]] = {}
+# a step's pairs ranked for its replay buffers, by (shard locations, seed/label)
+_RANKED: dict[tuple[tuple[str, ...], str], list[PairId]] = {}
 
 
 def read_pair_index(urls: Sequence[str]) -> list[PairId]:
@@ -388,10 +390,12 @@ class TimeStream:
         buffer of k' <= k pairs is a prefix, so a subset, of the buffer of k: a buffer that shrinks
         from step to step only discards."""
         st = self.step(step)
-        index = self.train_index(st)
+        urls = tuple(self.train_urls(st))
         seed = f"{subset_seed}/{st.label}"
-        ranked = sorted(index, key=lambda p: (stable_fraction(seed, p.key), p.key))
-        return ranked if pairs is None else ranked[:max(0, int(pairs))]
+        if (urls, seed) not in _RANKED:
+            _RANKED[(urls, seed)] = sorted(read_pair_index(urls), key=lambda p: (stable_fraction(seed, p.key), p.key))
+        ranked = _RANKED[(urls, seed)]
+        return list(ranked) if pairs is None else ranked[:max(0, int(pairs))]
 
     def buffer_keys(self, step: int | str | Step, pairs: int | None, subset_seed: int | str = 0) -> list[str]:
         """The webdataset keys of ``buffer_pairs`` (what ``train_pipeline(counts=...)`` keeps)."""

@@ -78,8 +78,12 @@ class Mixture:
         pools = [_pool(s) for s in plan.sources if isinstance(s, PoolSource) and s.weight > 0]
         counts = [s.pairs if isinstance(s, BufferSource) else None for s in local]
         seed = plan.subset_seed if subset_seed is None else subset_seed
+        seed = 0 if seed is None else seed
+        for s, n in zip(local, counts):  # rank the buffers once here (forked DataLoader workers inherit the cache)
+            if n is not None:
+                stream.buffer_keys(s.step, n, seed)
         return cls(stream, [s.step for s in local], [s.weight for s in local], counts,
-                   transform, tokenizer, 0 if seed is None else seed, shuffle, pools)
+                   transform, tokenizer, seed, shuffle, pools)
 
     def _local(self, seed: int):
         return self.stream.train_pipeline(

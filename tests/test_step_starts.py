@@ -97,3 +97,19 @@ def test_a_patched_step_is_where_the_next_step_starts_under_const_cosine(toy_str
     start = torch.load(run / "steps" / "2" / "method.pt", weights_only=True)["prev"]
     assert start.keys() == patched.keys()
     assert all(torch.equal(start[k], patched[k]) for k in patched)
+
+
+def test_the_replay_subset_follows_the_training_seed(toy_stream, tmp_path):
+    """Runs with different training seeds keep different replay buffers (the subset seed is the run's
+    seed unless the method's ``seed`` parameter is given)."""
+    buffers = {}
+    for seed in (1, 0):
+        train_run(config(toy_stream, tmp_path, f"s{seed}", "cumulative-exp", seed=seed, iterations_per_step=1,
+                         warmup=0, steps="0:2"))
+        run = tmp_path / f"s{seed}"
+        assert step_json(run, 2)["plan"]["subset_seed"] == seed
+        with open(run / "steps" / "2" / "buffer.json", encoding="utf-8") as f:
+            buffers[seed] = json.load(f)
+    label = toy_stream.steps[0].label
+    assert len(buffers[0][label]) == len(buffers[1][label]) == 32  # -Exp at step 2: D/2 of step 0's 64 pairs
+    assert buffers[0][label] != buffers[1][label] and set(buffers[0][label]) != set(buffers[1][label])

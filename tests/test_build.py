@@ -413,7 +413,9 @@ def test_config_hash_is_pinned():
     off = {"validation_size": 0}
     assert config_hash(BuildConfig(**off), "table", table) == "72e27e7711f32056"
     emoji = get_source("emoji").default_build
-    assert config_hash(BuildConfig(**emoji, **off), "emoji", {}) == "7aec1bac4183c7f0"
+    # the emoji source's defaults before its eval sets became 100 pairs per step
+    emoji_before = {**emoji, "eval_size": 1000, "eval_fraction": 1 / 7}
+    assert config_hash(BuildConfig(**emoji_before, **off), "emoji", {}) == "7aec1bac4183c7f0"
     custom = BuildConfig(granularity="month", aggregate_until="2014-06", step_ends=["2015-01", "2016-12"],
                          eval_size=7, eval_fraction=0.25, seed=3, min_caption_words=1, min_caption_chars=2,
                          min_image_side=10, max_aspect_ratio=None, language="ascii-english", max_image_side=64,
@@ -425,7 +427,7 @@ def test_config_hash_is_pinned():
                        {"num_pairs": 200, "seed": 1}) == "68dcff00e35c6350"  # does not shape the output
     # with validation sets (the default): new hashes, and the validation settings are part of them
     assert config_hash(BuildConfig(), "table", table) == "fc349bc6886e3e71"
-    assert config_hash(BuildConfig(**emoji), "emoji", {}) == "f46f97b2d9f4e298"
+    assert config_hash(BuildConfig(**emoji_before), "emoji", {}) == "f46f97b2d9f4e298"
     assert config_hash(BuildConfig(validation_ratio=1), "table", table) != "fc349bc6886e3e71"
 
 
@@ -464,6 +466,6 @@ def test_10k_rows_with_missing_images_and_bad_timestamps(tmp_path):
     assert c["input_rows"] == n
     assert c["skipped"] == {"missing_image": 300, "bad_timestamp": 200}
     assert c["filtered"] == {} and c["duplicates"] == 0
-    assert sum(st.train.count for st in s.steps) + sum(st.eval["retrieval"].count for st in s.steps) == 9_500
+    assert sum(st.train.count + st.eval["retrieval"].count + s.validation_count(st.index) for st in s.steps) == 9_500
     assert len(s.steps) == 6 and all(st.eval["retrieval"].count == 100 for st in s.steps)
     assert count_check(s)[0]

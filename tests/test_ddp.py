@@ -84,4 +84,4 @@ def test_two_gloo_ranks_end_with_identical_parameters(toy_stream, tmp_path):
     # only rank 0 writes: no temp files or per-rank leftovers in the run directory
     names = {os.path.relpath(os.path.join(d, f), logs / "ddp") for d, _, fs in os.walk(logs / "ddp") for f in fs}
     assert names == {"config.yaml", "run.json", "stream.json"} | {
-        f"steps/{t}/{f}" for t in (0, 1) for f in ("checkpoint.pt", "step.json", "train_log.jsonl")}
+        f"steps/{t}/{f}" for t in (0, 1) for f in ("checkpoint.pt", "step.json", "buffer.json", "train_log.jsonl")}

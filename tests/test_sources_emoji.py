@@ -152,9 +152,9 @@ def test_emoji_stream_builds_end_to_end(tmp_path):
     counts = stream.provenance["counts"]
     assert counts["filtered"] == {}  # the relaxed caption filter keeps one-word names like "ox"
     assert counts["source_skipped"]["version_after_table"] > 0
-    for st in stream.steps:
-        total = st.train.count + st.eval["retrieval"].count
-        assert abs(st.eval["retrieval"].count - total / 7) <= 1  # ~1/7 held out
+    for st in stream.steps:  # the same 100 held-out eval pairs in every step, 50 for validation
+        assert st.eval["retrieval"].count == spec.default_build["eval_size"] == 100
+        assert stream.validation_count(st.index) == 50 and st.train.count > 100
     sample = next(stream.iter_samples(stream.train_urls(0)))
     assert sample["image"].mode == "RGBA" and max(sample["image"].size) <= 72
     assert sample["meta"].get("group")

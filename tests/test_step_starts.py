@@ -71,17 +71,11 @@ def test_oracle_under_const_cosine_trains_and_charges_no_trunk(toy_stream, tmp_p
     assert "random" in step_json(run, 1)["init"]
 
 
-class PatchingLike(EmaMerge):
-    """EMA merge (patching's interpolation with a fixed α) declaring that its end hook changes the
-    deployed weights (``Method.end_step_changes_weights``)."""
-
-    end_step_changes_weights = True
-
-
 def test_a_patched_step_is_where_the_next_step_starts_under_const_cosine(toy_stream, tmp_path):
     """Patching trains step t from the last patched model; const-cosine's trunk is unpatched, so the next
     step starts from the deployed (patched) checkpoint and no trunk is trained or charged."""
-    method = PatchingLike(alpha=0.5)
+    assert EmaMerge.end_step_changes_weights  # patching's interpolation with a fixed α, declared by the method
+    method = EmaMerge(alpha=0.5)
     cfg = config(toy_stream, tmp_path, "pc", "ema-merge", schedule="const-cosine", decay_fraction=0.4, warmup=1,
                  steps="0:2", method_params={"alpha": 0.5})
     train_run(cfg, method=method)

@@ -108,12 +108,13 @@ class StepPlan:
     """What step ``step`` trains on and where its weights start.
 
     ``subset_seed`` seeds the stable random replay subsets (``TimeStream.train_pipeline(subset_seed=)``);
-    constant across steps, so a smaller buffer of a step is a subset of a larger one."""
+    constant across steps, so a smaller buffer of a step is a subset of a larger one. None (the default)
+    means the run's training seed, filled in by the trainer (``ticlip.train.buffers.with_run_seed``)."""
 
     step: int
     init: Init
     sources: list[PlanSource]
-    subset_seed: int | str = 0
+    subset_seed: int | str | None = None
 
     def __post_init__(self):
         if self.init not in INITS:

@@ -60,6 +60,9 @@ class _Interpolating(Sequential):
     over the earlier steps' validation sets when there are several)."""
 
     expensive_end_step = True
+    # The next step trains from the merged weights (the paper's Patching), so under const-cosine
+    # there is no constant-LR trunk to continue from.
+    end_step_changes_weights = True
     alphas: tuple = (1.0,)
     eval_batch_size: int = 256
 

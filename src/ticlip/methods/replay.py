@@ -101,7 +101,7 @@ def make_plan(
     old: dict[int, float],
     *,
     init: Init,
-    subset_seed: int | str = 0,
+    subset_seed: int | str | None = None,
 ) -> StepPlan:
     """A plan drawing all of step t plus ``old[j]`` pairs from each earlier step j (``kept_counts``
     gives exact, only-discarding counts). Sources with no pairs are left out, with a log line."""
@@ -130,7 +130,7 @@ def make_plan(
 
 
 def buffer_plan(t: int, step_sizes: Sequence[int], buffer: BufferRule, *, init: Init,
-                subset_seed: int | str = 0) -> StepPlan:
+                subset_seed: int | str | None = None) -> StepPlan:
     """All of step t plus the buffer ``buffer`` keeps of the earlier steps (``kept_counts``)."""
     return make_plan(t, step_sizes, {j: float(k) for j, k in kept_counts(t, step_sizes, buffer).items()},
                      init=init, subset_seed=subset_seed)

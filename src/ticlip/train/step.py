@@ -420,10 +420,9 @@ class StepTrainer:
 
     # ------------------------------------------------------------------ bookkeeping
     def mark_finished(self) -> None:
-        """The step's record in run.json; the resumable state files go."""
+        """The step's record in run.json; the resumable state files go. Every rank keeps the record
+        (the next step's start, and so its warmup, is decided from it on every rank); rank 0 writes."""
         run, t, ls = self.run_ctx, self.t, self.loop_state
-        if not run.dist.is_main:
-            return
         info = run.info
         macs = ls.macs + self.extra_macs
         before = sum(s.macs for s in info.steps if s.index < t and s.finished)
@@ -432,6 +431,8 @@ class StepTrainer:
                                      pairs_seen=ls.pairs_seen, macs=macs, cumulative_macs=before + macs, finished=True))
         info.steps.sort(key=lambda s: s.index)
         info.extra.setdefault("seconds", {})[str(t)] = round(time.time() - self.t_start, 3)
+        if not run.dist.is_main:
+            return
         info.save(run.run_dir)
         for p in (self.state_path, self.trunk_path):
             if os.path.exists(p):

@@ -13,6 +13,7 @@ Sample layout in every shard (train and eval alike)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -138,34 +139,38 @@ class PairId:
     shard: str
 
 
-# pair indexes of train shards already read in this process, by the tuple of shard locations
-_PAIR_INDEX: dict[tuple[str, ...], list[PairId]] = {}
-# a step's pairs ranked for its replay buffers, by (shard locations, seed/label)
-_RANKED: dict[tuple[tuple[str, ...], str], list[PairId]] = {}
-
-
 def read_pair_index(urls: Sequence[str]) -> list[PairId]:
     """The pairs of ``urls`` in shard order, read from the shards' json/txt members (images are skipped,
-    not decoded). Cached per process: shards are immutable once a stream is built."""
-    urls = tuple(urls)
-    if urls not in _PAIR_INDEX:
-        import webdataset as wds
+    not decoded). Cached per process (shards are immutable once a stream is built), for a bounded
+    number of shard lists."""
+    return list(_pair_index(tuple(urls)))
 
-        small = (".json", ".txt")
-        ds = wds.DataPipeline(wds.SimpleShardList(list(urls)),
-                              wds.tarfile_to_samples(select_files=lambda name: name.endswith(small)))
-        pairs = []
-        for sample in ds:
-            uid = None
-            if "json" in sample:
-                try:
-                    uid = json.loads(sample["json"]).get("uid")
-                except (ValueError, AttributeError):
-                    uid = None
-            key = sample["__key__"]
-            pairs.append(PairId(key=key, uid=str(uid) if uid is not None else key, shard=sample["__url__"]))
-        _PAIR_INDEX[urls] = pairs
-    return _PAIR_INDEX[urls]
+
+# Bounded: a process trains one stream at a time, and a run's steps (plus a pool) fit well within it.
+@functools.lru_cache(maxsize=64)
+def _pair_index(urls: tuple[str, ...]) -> tuple[PairId, ...]:
+    import webdataset as wds
+
+    small = (".json", ".txt")
+    ds = wds.DataPipeline(wds.SimpleShardList(list(urls)),
+                          wds.tarfile_to_samples(select_files=lambda name: name.endswith(small)))
+    pairs = []
+    for sample in ds:
+        uid = None
+        if "json" in sample:
+            try:
+                uid = json.loads(sample["json"]).get("uid")
+            except (ValueError, AttributeError):
+                uid = None
+        key = sample["__key__"]
+        pairs.append(PairId(key=key, uid=str(uid) if uid is not None else key, shard=sample["__url__"]))
+    return tuple(pairs)
+
+
+@functools.lru_cache(maxsize=64)
+def _ranked_pairs(urls: tuple[str, ...], seed: str) -> tuple[PairId, ...]:
+    """A step's pairs ranked for its replay buffers by ``stable_fraction(seed, key)``, ties by key."""
+    return tuple(sorted(_pair_index(urls), key=lambda p: (stable_fraction(seed, p.key), p.key)))
 
 
 class SourceStarved(StreamError):
@@ -390,12 +395,8 @@ class TimeStream:
         buffer of k' <= k pairs is a prefix, so a subset, of the buffer of k: a buffer that shrinks
         from step to step only discards."""
         st = self.step(step)
-        urls = tuple(self.train_urls(st))
-        seed = f"{subset_seed}/{st.label}"
-        if (urls, seed) not in _RANKED:
-            _RANKED[(urls, seed)] = sorted(read_pair_index(urls), key=lambda p: (stable_fraction(seed, p.key), p.key))
-        ranked = _RANKED[(urls, seed)]
-        return list(ranked) if pairs is None else ranked[:max(0, int(pairs))]
+        ranked = _ranked_pairs(tuple(self.train_urls(st)), f"{subset_seed}/{st.label}")
+        return list(ranked if pairs is None else ranked[:max(0, int(pairs))])
 
     def buffer_keys(self, step: int | str | Step, pairs: int | None, subset_seed: int | str = 0) -> list[str]:
         """The webdataset keys of ``buffer_pairs`` (what ``train_pipeline(counts=...)`` keeps)."""

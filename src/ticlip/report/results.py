@@ -253,6 +253,15 @@ def _nanmean_rows(stack: np.ndarray) -> np.ndarray:
     return out
 
 
+def metric_name(groups: list[MethodGroup], task: str) -> str:
+    """The metric a task's results were scored with (the first run that records it), else "score"."""
+    for g in groups:
+        for r in g.runs:
+            if task in r.metric_names:
+                return r.metric_names[task]
+    return "score"
+
+
 def mean_std(values) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1) of the non-NaN values; std is NaN for fewer than two."""
     v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ticlip.eval.stats import ALPHA, UNTESTED, PairedResult, paired_difference, tests_used
-from ticlip.report.results import MethodGroup, ReportError, mean_std
+from ticlip.report.results import MethodGroup, ReportError, mean_std, metric_name
 
 TRANSFER_COLUMNS = (("backward", "Backward"), ("in_domain", "ID"), ("forward", "Forward"))
 DEFAULT_REFERENCE = "cumulative-all"
@@ -259,7 +259,7 @@ def summary_table(groups: list[MethodGroup], reference: str | None = DEFAULT_REF
     subsample = {}
     metrics = {}
     for t in dynamic:
-        metrics[t] = _metric(groups, t)
+        metrics[t] = metric_name(groups, t)
         sizes = sorted({n for g in groups for n in g.subsample_sizes(t)})
         if sizes and "recall" in metrics[t]:
             seeds = max((r.cells[t].per_seed.shape[0] for g in groups for r in g.runs
@@ -276,14 +276,6 @@ def _find_reference(groups: list[MethodGroup], reference: str | None) -> MethodG
             return g
     matches = [g for g in groups if g.runs[0].info.method == reference]
     return matches[0] if len(matches) == 1 else None
-
-
-def _metric(groups: list[MethodGroup], task: str) -> str:
-    for g in groups:
-        for r in g.runs:
-            if task in r.metric_names:
-                return r.metric_names[task]
-    return "score"
 
 
 def _value(run, c: Column, static: list[str]) -> float:

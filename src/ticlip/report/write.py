@@ -25,7 +25,7 @@ from ticlip.eval.metrics import json_safe
 from ticlip.eval.results import REPORT_HTML, REPORT_SUMMARY, REPORT_TABLE_CSV, REPORT_TABLE_MD, write_summary
 from ticlip.report import plots
 from ticlip.report.html import Figure, Section, render_page
-from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs
+from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs, metric_name
 from ticlip.report.tables import (
     DEFAULT_REFERENCE,
     TRANSFER_COLUMNS,
@@ -57,14 +57,6 @@ def default_out_dir(run_dirs: list[str]) -> str:
         return run_dirs[0]
     parent = os.path.commonpath([os.path.abspath(os.path.dirname(os.path.abspath(d))) for d in run_dirs])
     return os.path.join(parent, "report")
-
-
-def _metric_name(groups: list[MethodGroup], task: str) -> str:
-    for g in groups:
-        for r in g.runs:
-            if task in r.metric_names:
-                return r.metric_names[task]
-    return "score"
 
 
 def _summary_json(groups: list[MethodGroup], dynamic: list[str], static: list[str], table: SummaryTable) -> dict:
@@ -129,7 +121,7 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
     files: list[str] = []
     labels = groups[0].labels
     for task in dynamic:
-        metric = _metric_name(groups, task)
+        metric = metric_name(groups, task)
         sec = Section(f"Dynamic task: {task} ({metric})")
         vrange = _finite_range([g.mean_matrix(task) for g in groups])
         for g in groups:
@@ -163,7 +155,7 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
     if static:
         sec = Section("Static tasks")
         for task in static:
-            metric = _metric_name(groups, task)
+            metric = metric_name(groups, task)
             series = {g.label: (g.cumulative_macs(), g.static_per_step(task)) for g in groups}
             p = plots.compute_plot(series, os.path.join(plot_dir, f"compute_static_{_slug(task)}.png"),
                                    title=f"{task} vs compute", ylabel=metric)

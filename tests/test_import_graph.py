@@ -117,11 +117,12 @@ def test_no_import_cycles():
 
 # What each part of the package may import (docs/ARCHITECTURE.md, "Who imports whom"). Keys and values
 # are top-level modules or subpackages of ticlip; imports inside one part are always allowed.
-BASE = {"ticlip.errors", "ticlip.atomic", "ticlip.schema"}
+BASE = {"ticlip.errors", "ticlip.atomic", "ticlip.schema", "ticlip.locking"}
 ALLOWED = {
     "ticlip": set(),
     "ticlip.errors": set(),
     "ticlip.atomic": {"ticlip.errors"},
+    "ticlip.locking": {"ticlip.errors"},
     "ticlip.schema": {"ticlip.errors", "ticlip.atomic"},
     "ticlip.models": {"ticlip.errors", "ticlip.atomic"},
     "ticlip.run_layout": {"ticlip.errors", "ticlip.atomic"},

@@ -4,6 +4,11 @@ ticlip (registered with open_clip's model registry), checkpoint load/save in ope
 Checkpoints written here load with ``open_clip.create_model_and_transforms(name, pretrained=path)``
 and with ``open_clip.load_checkpoint``: ``{"state_dict": ..., "epoch": ..., "name": ...}`` as
 open_clip's trainer writes them.
+
+Every checkpoint ticlip reads goes through ``read_checkpoint``: ``torch.load(weights_only=True)``, so
+a file can hold tensors, numbers, strings and containers but can never run code when loaded. A file
+that needs arbitrary unpickling is refused with one line; ``python -m ticlip.models convert --trust IN
+OUT`` rewrites a file the user trusts into the plain form.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import contextlib
 import json
 import logging
 import os
+import pickle
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Callable
@@ -111,18 +118,203 @@ def create_model(
     model_config(name)  # clear error for unknown names
     if init is not None and not os.path.exists(init):
         raise TiclipError(f"checkpoint {init} does not exist")
+    state = checkpoint_weights(init) if init is not None else None  # a bad file fails before the model is made
     if seed is not None:
         torch.manual_seed(seed)
     model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
         name, pretrained=None, precision=precision, device=device, output_dict=True
     )
-    if init is not None:
-        try:
-            open_clip.load_checkpoint(model, init, weights_only=False)
-        except RuntimeError as e:
-            raise TiclipError(f"checkpoint {init} does not fit model {name!r}: {str(e)[:500]}") from None
+    if state is not None:
+        model.load_state_dict(fit_to_model(model, state, init, name), strict=True)
     tokenizer = open_clip.get_tokenizer(name)
     return ModelBundle(name, model, preprocess_train, preprocess_val, tokenizer)
+
+
+class CheckpointError(TiclipError):
+    """A checkpoint file that cannot be used: missing, empty, truncated, needs unpickling, or does not fit."""
+
+
+CONVERT_HINT = "python -m ticlip.models convert --trust {path} CONVERTED.pt"
+
+
+def read_checkpoint(path: str, map_location: Any = "cpu", what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors: the file is empty, truncated or
+    not a PyTorch file, or needs arbitrary unpickling (which can run code) and how to convert it."""
+    import torch
+
+    if not os.path.exists(path):
+        raise CheckpointError(f"{what} {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes): it was not written completely; "
+                              "copy it again or re-create it")
+    try:
+        with warnings.catch_warnings():  # the weights-only unpickler warns about old pickle protocols
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        needs = _needs_unpickling(str(e))
+        if needs:
+            raise CheckpointError(
+                f"{what} {path} needs arbitrary unpickling ({needs}), which can run code, so ticlip refuses "
+                f"it; if you trust its source, convert it once: {CONVERT_HINT.format(path=path)}") from None
+        raise _truncated(path, what, e) from None
+    except OSError as e:
+        raise CheckpointError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - the weights-only loader has no side effects; any failure = bad file
+        raise _truncated(path, what, e) from None
+
+
+def _needs_unpickling(message: str) -> str | None:
+    """The global a weights-only load refused (torch names it "Unsupported global: GLOBAL x.y")."""
+    for line in message.splitlines():
+        if "Unsupported global" in line or "Unsupported class" in line:
+            return line.split("GLOBAL", 1)[-1].strip().split(" was ")[0].strip() or "a Python object"
+        if "Unsupported operand" in line:  # a raw pickle (protocol 4/5 framing) rather than torch.save's format
+            return f"a raw pickle: {line.strip()}"
+    return None
+
+
+def _truncated(path: str, what: str, e: Exception) -> CheckpointError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:100]
+    return CheckpointError(f"{what} {path} is truncated or not a PyTorch checkpoint "
+                           f"({type(e).__name__}: {first}); copy it again or re-create it")
+
+
+def checkpoint_weights(path: str) -> dict:
+    """The model weights in an open_clip-style checkpoint: ``{"state_dict": ...}`` (open_clip's and
+    TiC-CLIP's trainers, with ``epoch``, ``name``, ``optimizer`` beside it) or a bare state dict, with
+    the ``module.`` prefix DDP adds removed. Loaded with ``read_checkpoint`` (weights only)."""
+    obj = read_checkpoint(path)
+    state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not model weights "
+                              "(a state dict or {'state_dict': ...})")
+    if state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def fit_to_model(model, state: dict, path: str, name: str) -> dict:
+    """``state`` adapted to ``model`` as ``open_clip.load_checkpoint`` adapts it, or a one-line
+    CheckpointError naming the first missing, unexpected and mis-shaped keys.
+
+    Written out rather than calling ``open_clip.load_checkpoint``: that takes a path (a second read of
+    the file) and raises the same RuntimeError for a truncated file as for a wrong architecture."""
+    import torch
+    from open_clip.factory import (convert_state_dict, convert_to_custom_text_state_dict, resize_pos_embed,
+                                   resize_text_pos_embed)
+
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    raw = state
+    try:
+        state = convert_state_dict(model, dict(state))
+        if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
+            state = convert_to_custom_text_state_dict(state)
+        for key in ("logit_scale", "logit_bias"):
+            ours = getattr(model, key, None)
+            if key in state and ours is not None and isinstance(state[key], torch.Tensor) \
+                    and ours.ndim != state[key].ndim and state[key].numel() == ours.numel():
+                state[key] = state[key].reshape(ours.shape)
+        if "logit_bias" not in state and getattr(model, "logit_bias", None) is not None and "logit_scale" in state:
+            state["logit_bias"] = torch.zeros_like(state["logit_scale"])
+        if not hasattr(model, "text.transformer.embeddings.position_ids"):  # as open_clip: newer HF text towers
+            state.pop("text.transformer.embeddings.position_ids", None)
+        resize_pos_embed(state, model)
+        resize_text_pos_embed(state, model)
+    except Exception as e:  # noqa: BLE001 - open_clip's converters fail in many ways on foreign layouts
+        problems = _mismatch(expected, raw) or f"its weights cannot be converted ({type(e).__name__}: {str(e)[:120]})"
+        raise CheckpointError(f"checkpoint {path} does not fit model {name!r}: {problems}; "
+                              "pass a checkpoint of this architecture or the --model it was trained with") from None
+    problems = _mismatch(expected, state)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} does not fit model {name!r}: {problems}; "
+                              "pass a checkpoint of this architecture or the --model it was trained with")
+    return state
+
+
+def _mismatch(expected: dict, state: dict, show: int = 3) -> str:
+    def first(items: list) -> str:
+        return ", ".join(items[:show]) + (", ..." if len(items) > show else "")
+
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {list(getattr(state[k], 'shape', ()))} vs model {list(expected[k])}"
+              for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != expected[k]]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of {len(expected)} keys missing ({first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys ({first(unexpected)})")
+    if shapes:
+        parts.append(f"{len(shapes)} shapes differ ({first(shapes)})")
+    return "; ".join(parts)
+
+
+def check_init_checkpoint(path: str, model_name: str) -> None:
+    """Check that ``path`` loads (weights only) and fits ``model_name`` without training or allocating
+    the model (it is built on the meta device); raises a one-line CheckpointError otherwise."""
+    import open_clip
+    import torch
+
+    model_config(model_name)
+    state = checkpoint_weights(path)
+    with quiet_open_clip(), torch.device("meta"):
+        model = open_clip.create_model(model_name, pretrained=None, device="meta")
+    fit_to_model(model, state, path, model_name)
+
+
+def plain_checkpoint(obj: Any, where: str = "") -> Any:
+    """``obj`` with numpy arrays as tensors and numpy scalars as Python numbers, so that
+    ``torch.load(weights_only=True)`` can read it; anything else that is not plain data is refused."""
+    import numpy as np
+    import torch
+
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
+        return obj
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj, dtype=np.int64 if obj.dtype.kind == "u" else obj.dtype))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: plain_checkpoint(v, f"{where}/{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [plain_checkpoint(v, f"{where}/{i}") for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    if isinstance(obj, torch.nn.Module):
+        return {k: v for k, v in obj.state_dict().items()}
+    raise CheckpointError(f"cannot convert {where or 'the checkpoint'}: a {type(obj).__module__}."
+                          f"{type(obj).__qualname__} is not plain data (tensors, numbers, strings, containers)")
+
+
+def convert_trusted_checkpoint(src: str, dst: str) -> str:
+    """Load ``src`` with full unpickling (ONLY for a file whose source you trust: unpickling can run
+    code), keep its plain data, and save it to ``dst``, which ticlip then loads weights-only."""
+    import torch
+
+    obj = torch.load(src, map_location="cpu", weights_only=False)  # the caller vouched for src (--trust)
+    torch_save_atomic(plain_checkpoint(obj), dst)
+    read_checkpoint(dst)  # proves the result loads weights-only
+    return dst
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m ticlip.models", description="Checkpoint tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="rewrite a trusted checkpoint so that it loads weights-only")
+    conv.add_argument("--trust", action="store_true", required=True,
+                      help="you trust the file's source: loading it can run code it contains")
+    conv.add_argument("src")
+    conv.add_argument("dst")
+    args = parser.parse_args(argv)
+    try:
+        print(convert_trusted_checkpoint(args.src, args.dst))
+    except TiclipError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def unwrap(model):
@@ -146,3 +338,7 @@ def save_checkpoint(model, path: str, *, name: str | None = None, extra: dict | 
 
 def describe(name: str) -> str:
     return json.dumps(model_config(name), indent=2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

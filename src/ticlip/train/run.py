@@ -33,12 +33,12 @@ from typing import Any
 from ticlip.atomic import write_text_atomic
 from ticlip.config import TrainConfig
 from ticlip.errors import TiclipError
-from ticlip.run_layout import RunInfo, step_dir
+from ticlip.run_layout import RunInfo, file_fingerprint, json_fingerprint, step_dir
 from ticlip.schema import ConfigError
 from ticlip.train.step import PHASES, RunContext, RunRefused, StepTrainer
 
-__all__ = ["PHASES", "RESUME_OVERRIDABLE", "CheckedRun", "RunRefused", "check_run", "default_name", "load_resume_config", "make_method", "parse_steps",
-           "prepare_run", "resume_overrides_ignored", "run_finished", "train_run"]
+__all__ = ["PHASES", "RESUME_OVERRIDABLE", "CheckedRun", "RunRefused", "check_run", "default_name", "load_pinned_inputs",
+           "load_resume_config", "make_method", "parse_steps", "pinned_inputs", "prepare_run", "resume_overrides_ignored", "run_finished", "train_run"]
 
 # Settings that may differ on --resume without changing the result.
 RESUME_OVERRIDABLE = ("device", "progress", "report_to", "logs", "save_every_s", "threads")
@@ -85,8 +85,10 @@ def default_name(cfg: TrainConfig, stream) -> str:
 
 
 # --------------------------------------------------------------------------- run directory
-def load_resume_config(cfg: TrainConfig) -> TrainConfig:
-    """The saved config of the run ``cfg`` names (``RESUME_OVERRIDABLE`` settings from ``cfg``)."""
+def load_resume_config(cfg: TrainConfig, given: set[str] | None = None) -> TrainConfig:
+    """The saved config of the run ``cfg`` names, with the ``RESUME_OVERRIDABLE`` settings the user
+    gave now (``given``: the names given on the command line; None: the fields set on ``cfg``, so a
+    default never replaces a saved value, e.g. the thread count that the weights depend on)."""
     if not cfg.name:
         if not cfg.stream:
             raise RunRefused("--resume needs the run's --name (or the --stream, --method, --model and --seed "
@@ -99,7 +101,53 @@ def load_resume_config(cfg: TrainConfig) -> TrainConfig:
     if not os.path.exists(cfg_path):
         raise RunRefused(f"nothing to resume: no run {cfg.name!r} in {cfg.logs}; start it without --resume")
     saved = TrainConfig.from_yaml(cfg_path)
-    return saved.replace(name=cfg.name, **{k: getattr(cfg, k) for k in RESUME_OVERRIDABLE})
+    given = set(cfg.model_fields_set) if given is None else set(given)
+    overrides = {k: getattr(cfg, k) for k in RESUME_OVERRIDABLE if k in given or k == "logs"}
+    return saved.replace(name=cfg.name, **overrides)
+
+
+def pinned_inputs(cfg: TrainConfig, stream) -> dict:
+    """The RunInfo fields that pin a new run's inputs: the stream's absolute root (or URL) and the
+    fingerprint of its manifest, the --init file's absolute path (URLs as given) and fingerprint."""
+    init, init_fp = None, ""
+    if cfg.init:
+        if "://" in cfg.init:
+            init = cfg.init
+        else:
+            init = os.path.abspath(cfg.init)
+            init_fp = file_fingerprint(init)
+    return dict(stream=stream.root, stream_fingerprint=json_fingerprint(stream.to_dict()), init=init,
+                init_fingerprint=init_fp)
+
+
+def load_pinned_inputs(cfg: TrainConfig, run_dir: str):
+    """For --resume: (config, stream) with the stream and --init the run started with (run.json's
+    absolute paths, not the config's relative ones resolved from today's directory). RunRefused when
+    either changed since; runs from before inputs were pinned resume from run.json's stream root."""
+    from ticlip.data.stream import TimeStream
+
+    if not os.path.exists(RunInfo.path(run_dir)):
+        return cfg, TimeStream.load(cfg.stream)
+    info = RunInfo.load(run_dir)
+    where = f"run {cfg.name!r} ({RunInfo.path(run_dir)})"
+    try:
+        stream = TimeStream.load(info.stream or cfg.stream)
+    except TiclipError as e:
+        raise RunRefused(f"{where}: cannot load the stream it was started with: {e}") from None
+    if info.stream_fingerprint and json_fingerprint(stream.to_dict()) != info.stream_fingerprint:
+        raise RunRefused(f"{where}: the stream {info.stream} changed since the run started (its stream.json "
+                         f"differs from the one pinned in run.json); restore it to resume, or start a new run "
+                         f"with another --name")
+    if info.init:
+        if info.init_fingerprint:
+            if not os.path.isfile(info.init):
+                raise RunRefused(f"{where}: its --init checkpoint {info.init} is gone; put it back to resume, "
+                                 f"or start a new run with another --name")
+            if file_fingerprint(info.init) != info.init_fingerprint:
+                raise RunRefused(f"{where}: its --init checkpoint {info.init} changed since the run started; "
+                                 f"restore it to resume, or start a new run with another --name")
+        cfg = cfg.replace(init=info.init)
+    return cfg, stream
 
 
 def prepare_run(cfg: TrainConfig, *, resume: bool, stream) -> tuple[str, TrainConfig, RunInfo]:
@@ -109,7 +157,7 @@ def prepare_run(cfg: TrainConfig, *, resume: bool, stream) -> tuple[str, TrainCo
     name = cfg.name or default_name(cfg, stream)
     run_dir = os.path.join(cfg.logs, name)
     exists = os.path.exists(RunInfo.path(run_dir)) or os.path.exists(os.path.join(run_dir, "config.yaml"))
-    fresh = RunInfo(name=name, stream=stream.root, model=cfg.model, method=cfg.method, seed=cfg.seed)
+    fresh = RunInfo(name=name, model=cfg.model, method=cfg.method, seed=cfg.seed, **pinned_inputs(cfg, stream))
     if resume:
         info = RunInfo.load(run_dir) if os.path.exists(RunInfo.path(run_dir)) else fresh
         return run_dir, cfg.replace(name=name), info
@@ -160,14 +208,17 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     name, ``--init``, the step range, the method and its parameters, every step's plan, budget and
     schedule. ConfigError (one line) for the first problem. ``ticlip run`` calls this for every run of
     an experiment before the first one trains; ``train_run`` calls it on every rank before writing."""
-    from ticlip.models import model_config
+    from ticlip.models import check_init_checkpoint, model_config
     from ticlip.train.budget import Budget, macs_per_pair
     from ticlip.train.schedule import ScheduleConfig
 
     cfg.validate()
     model_config(cfg.model)
-    if cfg.init is not None and not os.path.exists(cfg.init):
-        raise ConfigError(f"--init checkpoint {cfg.init} does not exist")
+    if cfg.init is not None:  # loads weights-only and checks it fits the model, without building it
+        try:
+            check_init_checkpoint(cfg.init, cfg.model)
+        except TiclipError as e:
+            raise ConfigError(f"--init {e}") from None
     indices = parse_steps(stream, cfg.steps)
     method = method if method is not None else make_method(cfg)
     sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction,
@@ -190,27 +241,35 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
 
 
 # --------------------------------------------------------------------------- the run
-def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo:
+def train_run(cfg: TrainConfig, *, resume: bool = False, method=None, given: set[str] | None = None) -> RunInfo:
     """Train every step of ``cfg.steps`` (all by default); returns the run's RunInfo.
 
     ``method`` may be a Method object (library use); by default ``cfg.method`` is looked up in
-    the registry. Under torchrun every rank calls this; only rank 0 writes files.
+    the registry. ``given``: on --resume, the settings given on the command line (see
+    ``load_resume_config``). Everything is checked before anything is written; then rank 0 holds the
+    run directory's lock (``ticlip.locking.DirLock``) until the run ends. Under torchrun every rank
+    calls this; only rank 0 writes files.
     """
     import torch
 
     from ticlip.data.stream import TimeStream
+    from ticlip.locking import DirLock
     from ticlip.train import dist as D
 
     dinfo = D.init_distributed(cfg.device)
     run = None
+    lock = None
     try:
         # Every rank checks everything before rank 0 writes anything (barrier below).
+        as_given = None  # on --resume: the saved config, whose stream and init stay as the user gave them
         if resume:
-            cfg = load_resume_config(cfg)
+            cfg = as_given = load_resume_config(cfg, given)
+            cfg, stream = load_pinned_inputs(cfg, os.path.join(cfg.logs, cfg.name))
         cfg.validate()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        stream = TimeStream.load(cfg.stream)
+        if not resume:
+            stream = TimeStream.load(cfg.stream)
         run_dir, cfg, info = prepare_run(cfg, resume=resume, stream=stream)
         checked = check_run(cfg, stream, world_size=dinfo.world_size, device=dinfo.device, method=method)
         method, indices, sched_cfg, budget = checked.method, checked.indices, checked.schedule, checked.budget
@@ -221,10 +280,19 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo
             require_tensorboard()
         run = RunContext(cfg, stream, method, dinfo, run_dir, info, budget, sched_cfg, mpp, D.make_clip_loss(dinfo),
                          indices)
+        refused = None
+        if dinfo.is_main:
+            try:
+                lock = DirLock(run_dir, what="run").acquire()
+                prepare_run(cfg, resume=resume, stream=stream)  # again: another process may have finished it
+            except TiclipError as e:
+                refused = e
+        if not _all_ranks_ok(dinfo, refused is None):
+            raise refused or RunRefused(f"run {cfg.name!r}: rank 0 could not take the run directory's lock")
         D.barrier(dinfo)
         if dinfo.is_main:
-            os.makedirs(run_dir, exist_ok=True)
-            cfg.to_yaml(os.path.join(run_dir, "config.yaml"))
+            saved = cfg if as_given is None else cfg.replace(stream=as_given.stream, init=as_given.init)
+            saved.to_yaml(os.path.join(run_dir, "config.yaml"))
             info.extra.update(
                 steps_planned=indices, world_size=dinfo.world_size, global_batch_size=global_batch,
                 macs_per_pair=mpp, budget=budget.to_dict(),
@@ -254,7 +322,22 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None) -> RunInfo
     finally:
         if run is not None and run.tb is not None:
             run.tb.close()
+        if lock is not None:
+            lock.release()
         D.shutdown(dinfo)
+
+
+def _all_ranks_ok(dinfo, ok: bool) -> bool:
+    """Whether ``ok`` holds on every rank (one all-reduce under DDP), so that a refusal on rank 0 stops
+    every rank instead of leaving the others at a barrier."""
+    if dinfo.world_size <= 1:
+        return ok
+    import torch
+    import torch.distributed as dist
+
+    flag = torch.tensor([0 if ok else 1], device=dinfo.device)
+    dist.all_reduce(flag)
+    return int(flag.item()) == 0
 
 
 def _remove(path: str, dinfo) -> None:

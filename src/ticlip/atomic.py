@@ -6,10 +6,29 @@ its old content or gets the whole new one, and the temporary file is removed on 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from contextlib import contextmanager
 from typing import Iterator
+
+from ticlip.errors import TiclipError
+
+
+class DiskFull(TiclipError, OSError):
+    """A write failed because the disk (or quota) is full; the message names the path."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says the device or quota is full (torch.save reports it as a RuntimeError)."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(e) or "Disk quota exceeded" in str(e)
+
+
+def disk_full(path: str) -> DiskFull:
+    return DiskFull(f"the disk is full: cannot write {path} (no space left on device); free space there "
+                    "(or point the output elsewhere) and re-run the same command: it resumes")
 
 
 @contextmanager
@@ -17,14 +36,46 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed.
 
     ``suffix`` keeps an extension on the temporary name for writers that infer the format from it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}{suffix}"
     try:
         yield tmp
+        fsync_path(tmp)  # the data is on disk before the name points at it
         os.replace(tmp, path)
+        fsync_dir(directory)  # and the rename itself survives a power cut
+    except Exception as e:
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise disk_full(path) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def fsync_path(path: str) -> None:
+    """Flush a written file's data to disk (a no-op for a path that is not a regular file)."""
+    if not os.path.isfile(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: str) -> None:
+    """Flush a directory's entries (a rename into it) to disk; skipped where the OS cannot (Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory; the rename is still atomic
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str, text: str) -> str:
@@ -32,8 +83,6 @@ def write_text_atomic(path: str, text: str) -> str:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
     return path
 
 
@@ -43,7 +92,7 @@ def write_json_atomic(path: str, obj) -> str:
 
 
 def torch_save_atomic(obj, path: str) -> str:
-    """``torch.save(obj)`` to ``path`` atomically."""
+    """``torch.save(obj)`` to ``path`` atomically (fsynced before the rename, the directory after)."""
     import torch
 
     with atomic_path(path) as tmp:

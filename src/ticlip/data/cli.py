@@ -51,6 +51,9 @@ def register(subparsers) -> None:
     i = sub.add_parser("info", help="per-step counts of a stream and its build counts")
     i.add_argument("dir", metavar="DIR", help="stream directory (or its stream.json; local or URL)")
     i.add_argument("--json", action="store_true", help="print the manifest's steps and counts as JSON")
+    i.add_argument("--verify", action="store_true",
+                   help="also read every shard and decode every image, checking the manifest's counts "
+                        "(without it, info checks the manifest's counts and that its files exist)")
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("show", help="a contact sheet of one step's images and captions")
@@ -106,19 +109,26 @@ def cmd_build(args) -> int:
 
 # -------------------------------------------------------------------------------------- info
 def cmd_info(args) -> int:
-    from ticlip.data.build import count_check, format_info
+    from ticlip.data.build import count_check, format_info, format_verification, verify_stream
     from ticlip.data.stream import TimeStream
 
-    stream = TimeStream.load(args.dir)
+    stream = TimeStream.load(args.dir, check_files=False)  # info reports missing files instead of refusing
+    verified = verify_stream(stream) if args.verify else None
     if args.json:
         ok, line = count_check(stream)
-        print(json.dumps({"name": stream.name, "granularity": stream.granularity,
-                          "steps": [s.to_dict() for s in stream.steps],
-                          "counts": stream.provenance.get("counts"), "counts_add_up": ok, "check": line},
-                         indent=2, ensure_ascii=False))
+        doc = {"name": stream.name, "granularity": stream.granularity,
+               "steps": [s.to_dict() for s in stream.steps],
+               "counts": stream.provenance.get("counts"), "counts_add_up": ok, "check": line,
+               "missing_files": [path for _, _, path in stream.missing_shards()]}
+        if verified is not None:
+            doc["verify"] = {"ok": verified.ok, "shard_sets": verified.sets, "pairs": verified.samples,
+                             "problems": verified.problems}
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
         print(format_info(stream))
-    return 0
+        if verified is not None:
+            print(format_verification(verified))
+    return 0 if verified is None or verified.ok else 1
 
 
 # -------------------------------------------------------------------------------------- show

@@ -1,17 +1,26 @@
-"""Writing webdataset shards: atomic per-shard writes, so an interrupted build never leaves a
-half-written tar that a later read (or a resumed build) would take for finished.
+"""Writing and reading webdataset shards.
 
-Reading goes through webdataset itself (see ``TimeStream.train_pipeline``/``iter_samples``).
+Writing: atomic per-shard writes, so an interrupted build never leaves a half-written tar that a later
+read (or a resumed build) would take for finished.
+
+Reading: shards are opened only as plain files or through fsspec (``open_shard``), never through
+webdataset's ``gopen``, which runs commands for ``pipe:`` URLs (and curl/gsutil for some schemes);
+``check_shard_url`` refuses a command-running URL when a manifest is loaded, and ``tar_samples`` is
+the one webdataset stage that turns shard URLs into samples. Unreadable shards and undecodable samples
+are skipped and counted in a ``SkipCount`` (shared with DataLoader workers), never fatal, never silent.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable, Iterator
+
+from ticlip.errors import TiclipError
 
 from ticlip.atomic import atomic_path
 
@@ -77,3 +86,133 @@ def write_shard(path: str, samples: Iterable[ShardSample]) -> int:
     return n
 
 
+
+
+# --------------------------------------------------------------------------- reading
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
+_log = logging.getLogger(__name__)
+
+
+class UnsafeShardURL(TiclipError, ValueError):
+    """A shard URL that would run a command (``pipe:``) or uses a scheme ticlip does not open."""
+
+
+def shard_scheme(url: str) -> str | None:
+    """The URL scheme of ``url`` ("s3", "pipe", ...), None for a plain path."""
+    m = _SCHEME.match(url)
+    if not m or (len(m.group(1)) == 1 and os.name == "nt"):  # C:\... is a Windows path
+        return None
+    return m.group(1).lower()
+
+
+def check_shard_url(url: str, where: str) -> None:
+    """Refuse a shard URL ticlip would not open as a plain file or through fsspec: ``pipe:`` and any
+    other scheme that is not ``proto://`` with a protocol fsspec knows (fsspec's file systems read
+    data; none of them starts a command). ``where`` names the manifest for the one-line error."""
+    scheme = shard_scheme(url)
+    if scheme is None:
+        return
+    if scheme == "pipe":
+        raise UnsafeShardURL(f"{where}: shard {url!r} is a pipe: URL, which runs a shell command; ticlip "
+                             "opens shards only as files or fsspec URLs (s3://, gs://, https://): fix the manifest")
+    import fsspec
+
+    if not url.startswith(f"{scheme}://") or scheme not in fsspec.available_protocols():
+        raise UnsafeShardURL(f"{where}: shard {url!r} uses the {scheme!r} scheme, which ticlip does not open; "
+                             "give a file path or an fsspec URL (s3://, gs://, https://, ...): fix the manifest")
+
+
+def open_shard(url: str):
+    """A binary file object for a shard: a plain file, or an fsspec URL. Never a command."""
+    check_shard_url(url, "shard")
+    if shard_scheme(url) is None:
+        return open(url, "rb")
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+SKIP_REASONS = ("unreadable shard", "undecodable sample")
+
+
+class SkipCount:
+    """Samples skipped while reading shards, by reason (``SKIP_REASONS``). The counters live in shared
+    memory so that DataLoader workers' skips reach the process that logs them."""
+
+    def __init__(self):
+        import multiprocessing as mp
+
+        self._values = {r: mp.Value("q", 0) for r in SKIP_REASONS}
+
+    def add(self, reason: str, n: int = 1) -> None:
+        v = self._values[reason]
+        with v.get_lock():
+            v.value += n
+
+    def as_dict(self) -> dict[str, int]:
+        return {r: int(v.value) for r, v in self._values.items()}
+
+    def total(self) -> int:
+        return sum(self.as_dict().values())
+
+
+class _CountingHandler:
+    """A webdataset exception handler: count the failure under ``reason``, log it once, skip it."""
+
+    def __init__(self, counter: SkipCount | None, reason: str):
+        self.counter, self.reason = counter, reason
+
+    def __call__(self, exn: Exception) -> bool:
+        if isinstance(exn, UnsafeShardURL):
+            return False  # re-raised: a refused URL is an error, not a bad sample
+        if self.counter is not None:
+            self.counter.add(self.reason)
+        _log.warning("skipped (%s): %s: %s", self.reason, type(exn).__name__, str(exn)[:200])
+        return True
+
+
+def _open_shards(src: Iterable[dict], handler) -> Iterator[dict]:
+    for sample in src:
+        url = sample["url"]
+        try:
+            stream = open_shard(url)
+        except UnsafeShardURL:
+            raise
+        except Exception as exn:  # noqa: BLE001 - a missing or unreadable shard is skipped and counted
+            exn.args = exn.args + (url,)
+            if handler(exn):
+                continue
+            raise
+        yield {**sample, "stream": stream}
+
+
+def tar_samples(skipped: SkipCount | None = None, select_files: Callable[[str], bool] | None = None):
+    """A webdataset stage: shard URLs (``{"url": ...}``) to raw samples, like
+    ``wds.tarfile_to_samples`` but opening shards with ``open_shard`` and skipping (and counting in
+    ``skipped``) shards that cannot be opened or read to the end (a truncated tar)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    handler = _CountingHandler(skipped, "unreadable shard")
+
+    def stage(src: Iterable[dict]) -> Iterator[dict]:
+        files = tar_file_expander(_open_shards(src, handler), handler=handler, select_files=select_files)
+        return group_by_keys(files, handler=handler)
+
+    return stage
+
+
+def decode_or_skip(decode: Callable[[dict], Any], skipped: SkipCount | None = None):
+    """A webdataset stage: ``decode`` each sample; a sample that fails (a corrupt image, a missing
+    member) is skipped and counted in ``skipped`` as "undecodable sample"."""
+    handler = _CountingHandler(skipped, "undecodable sample")
+
+    def stage(src: Iterable[dict]) -> Iterator[Any]:
+        for sample in src:
+            try:
+                out = decode(sample)
+            except Exception as exn:  # noqa: BLE001 - whatever a corrupt sample raises, it is skipped and counted
+                handler(exn)
+                continue
+            yield out
+
+    return stage

@@ -2,7 +2,9 @@
 
 A stream lives in a directory (local or any fsspec URL) holding ``stream.json`` (the manifest) and the
 webdataset shards it names. Shard paths in the manifest are relative to the manifest's directory
-unless they are URLs (``s3://...``, ``https://...``, ``pipe:...``) or absolute paths.
+unless they are fsspec URLs (``s3://...``, ``https://...``) or absolute paths. Loading a manifest checks
+its types, refuses command-running shard URLs (``pipe:``; see ``ticlip.data.shards.check_shard_url``)
+and, for a local stream, that every shard file it names exists.
 
 Sample layout in every shard (train and eval alike)::
 
@@ -32,6 +34,7 @@ IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
 from torch.utils.data import IterableDataset
 
 from ticlip.atomic import write_text_atomic
+from ticlip.data.shards import SkipCount, check_shard_url, decode_or_skip, tar_samples
 from ticlip.errors import TiclipError
 
 _log = logging.getLogger(__name__)
@@ -52,8 +55,28 @@ class ShardSet:
         return {"shards": list(self.shards), "count": int(self.count)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ShardSet":
-        return cls(shards=list(d.get("shards", [])), count=int(d.get("count", 0)))
+    def from_dict(cls, d: dict, where: str = "shard set") -> "ShardSet":
+        d = _typed(d, dict, where, "an object with shards and count")
+        shards = _typed(d.get("shards", []), list, f"{where}.shards", "a list of shard paths")
+        for i, u in enumerate(shards):
+            _typed(u, str, f"{where}.shards[{i}]", "a shard path or URL")
+        return cls(shards=list(shards), count=_count(d.get("count", 0), f"{where}.count"))
+
+
+def _typed(value, kind: type, where: str, what: str):
+    """``value`` if it is a ``kind``, else a one-line StreamError naming the manifest key."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise StreamError(f"{where} must be {what}, got {json.dumps(value, ensure_ascii=False)[:80]}")
+    return value
+
+
+def _count(value, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():  # "12" from hand-edited manifests
+        return int(value)
+    n = _typed(value, int, where, "a whole number of pairs")
+    if n < 0:
+        raise StreamError(f"{where} must be a whole number of pairs, got {n}")
+    return n
 
 
 @dataclass
@@ -90,20 +113,28 @@ class Step:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Step":
+    def from_dict(cls, d: dict, where: str = "step") -> "Step":
+        d = _typed(d, dict, where, "an object (index, label, start, end, train, eval)")
         try:
             return cls(
-                index=int(d["index"]),
+                index=_typed(d["index"], int, f"{where}.index", "a whole number"),
                 label=str(d["label"]),
                 start=str(d["start"]),
                 end=str(d["end"]),
-                periods=[str(p) for p in d.get("periods", [])],
-                train=ShardSet.from_dict(d["train"]),
-                eval={k: ShardSet.from_dict(v) for k, v in d.get("eval", {}).items()},
-                validation=ShardSet.from_dict(d[VALIDATION]) if d.get(VALIDATION) is not None else None,
+                periods=[str(p) for p in _typed(d.get("periods", []), list, f"{where}.periods", "a list")],
+                train=ShardSet.from_dict(d["train"], f"{where}.train"),
+                eval={k: ShardSet.from_dict(v, f"{where}.eval.{k}")
+                      for k, v in _typed(d.get("eval", {}), dict, f"{where}.eval", "an object of eval sets").items()},
+                validation=ShardSet.from_dict(d[VALIDATION], f"{where}.{VALIDATION}")
+                if d.get(VALIDATION) is not None else None,
             )
         except KeyError as e:
-            raise StreamError(f"step entry lacks field {e.args[0]!r}: {d!r}") from None
+            raise StreamError(f"{where} lacks field {e.args[0]!r}") from None
+
+    def shard_sets(self) -> list[tuple[str, ShardSet]]:
+        """Every shard set of the step with its name: train, each eval set, validation."""
+        sets = [("train", self.train)] + [(f"eval {k}", v) for k, v in self.eval.items()]
+        return sets + ([(VALIDATION, self.validation)] if self.validation is not None else [])
 
 
 def _is_url(path: str) -> bool:
@@ -111,7 +142,9 @@ def _is_url(path: str) -> bool:
 
 
 def _fs_open(path: str, mode: str = "rb"):
-    if _is_url(path) and not path.startswith("pipe:"):
+    if path.startswith("pipe:"):
+        raise StreamError(f"{path!r} is a pipe: URL, which runs a shell command; give a path or an fsspec URL")
+    if _is_url(path):
         import fsspec
 
         return fsspec.open(path, mode).open()
@@ -153,7 +186,7 @@ def _pair_index(urls: tuple[str, ...]) -> tuple[PairId, ...]:
 
     small = (".json", ".txt")
     ds = wds.DataPipeline(wds.SimpleShardList(list(urls)),
-                          wds.tarfile_to_samples(select_files=lambda name: name.endswith(small)))
+                          tar_samples(select_files=lambda name: name.endswith(small)))
     pairs = []
     for sample in ds:
         uid = None
@@ -210,6 +243,7 @@ class EvalSet:
     images: list
     captions: list[str]
     meta: list[dict]
+    skipped: dict[str, int] = field(default_factory=dict)  # samples its shards held that could not be read
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -236,21 +270,51 @@ class TimeStream:
 
     @classmethod
     def from_dict(cls, d: dict, root: str) -> "TimeStream":
+        d = _typed(d, dict, "the manifest", "a JSON object")
         fmt = d.get("format")
         if fmt != MANIFEST_FORMAT:
             raise StreamError(
                 f"unsupported stream manifest format {fmt!r} (this ticlip reads {MANIFEST_FORMAT!r})"
             )
-        steps = [Step.from_dict(s) for s in d.get("steps", [])]
+        raw = _typed(d.get("steps", []), list, "steps", "a list of step objects")
+        steps = [Step.from_dict(s, f"steps[{i}]") for i, s in enumerate(raw)]
         if not steps:
             raise StreamError("stream manifest has no steps")
+        for st in steps:
+            for name, shard_set in st.shard_sets():
+                for u in shard_set.shards:
+                    check_shard_url(u, f"step {st.label!r} {name}")
         return cls(
             root=root,
             name=str(d.get("name", "")),
             granularity=str(d.get("granularity", "")),
             steps=steps,
-            provenance=dict(d.get("provenance", {})),
+            provenance=dict(_typed(d.get("provenance", {}), dict, "provenance", "an object")),
         )
+
+    def missing_shards(self) -> list[tuple[Step, str, str]]:
+        """(step, set name, path) of every shard of a local stream that is not a file (none for URLs)."""
+        out = []
+        for st in self.steps:
+            for name, shard_set in st.shard_sets():
+                for u in shard_set.shards:
+                    path = self.resolve(u)
+                    if not _is_url(path) and not os.path.isfile(path):
+                        out.append((st, name, path))
+        return out
+
+    def check_files(self, where: str | None = None) -> None:
+        """StreamError (one line) when a shard file the manifest names is missing, e.g. a step
+        directory that was not copied: found when the stream is loaded, not steps into training."""
+        missing = self.missing_shards()
+        if not missing:
+            return
+        st, name, path = missing[0]
+        directory = os.path.dirname(path)
+        hint = f"its directory {directory} is missing" if not os.path.isdir(directory) else "the file is missing"
+        raise StreamError(
+            f"{where or self.manifest_path(self.root)}: {len(missing)} shard file(s) the manifest names are missing, "
+            f"first step {st.label!r} {name}: {path} ({hint}); copy the stream completely or rebuild it")
 
     @staticmethod
     def manifest_path(path: str | os.PathLike) -> str:
@@ -260,8 +324,9 @@ class TimeStream:
         return posixpath.join(path, MANIFEST_NAME) if _is_url(path) else os.path.join(path, MANIFEST_NAME)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "TimeStream":
-        """Load a stream from its directory (or its ``stream.json``), local or fsspec URL."""
+    def load(cls, path: str | os.PathLike, *, check_files: bool = True) -> "TimeStream":
+        """Load a stream from its directory (or its ``stream.json``), local or fsspec URL: types
+        checked, command-running shard URLs refused, and (``check_files``) every local shard present."""
         mpath = cls.manifest_path(path)
         if not _is_url(mpath) and not os.path.exists(mpath):
             raise StreamError(
@@ -272,8 +337,16 @@ class TimeStream:
                 d = json.loads(f.read().decode("utf-8"))
         except json.JSONDecodeError as e:
             raise StreamError(f"stream manifest {mpath} is not valid JSON: {e}") from None
+        except UnicodeDecodeError as e:
+            raise StreamError(f"stream manifest {mpath} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         root = posixpath.dirname(mpath) if _is_url(mpath) else os.path.dirname(os.path.abspath(mpath))
-        return cls.from_dict(d, root=root)
+        try:
+            stream = cls.from_dict(d, root=root)
+        except TiclipError as e:
+            raise StreamError(f"stream manifest {mpath}: {e}") from None
+        if check_files:
+            stream.check_files(f"stream manifest {mpath}")
+        return stream
 
     def save(self, path: str | os.PathLike | None = None) -> str:
         """Write the manifest atomically (temp file, then rename); returns its path."""
@@ -332,14 +405,15 @@ class TimeStream:
         return tasks
 
     # ------------------------------------------------------------ loading
-    def iter_samples(self, urls: Sequence[str]) -> Iterator[dict]:
-        """Decoded samples of the given shards, in order: dicts with image (PIL), caption, meta."""
+    def iter_samples(self, urls: Sequence[str], skipped: SkipCount | None = None) -> Iterator[dict]:
+        """Decoded samples of the given shards, in order: dicts with image (PIL), caption, meta.
+        Unreadable shards and undecodable samples are skipped and counted in ``skipped``."""
         import webdataset as wds
 
         ds = wds.DataPipeline(
             wds.SimpleShardList(list(urls)),
-            wds.tarfile_to_samples(),
-            wds.map(decode_sample),
+            tar_samples(skipped),
+            decode_or_skip(decode_sample, skipped),
         )
         yield from ds
 
@@ -350,12 +424,13 @@ class TimeStream:
             raise StreamError(
                 f"step {st.label!r} has no eval set {task!r}; it has: {', '.join(st.eval) or 'none'}"
             )
-        images, captions, meta = [], [], []
-        for s in self.iter_samples([self.resolve(u) for u in st.eval[task].shards]):
+        images, captions, meta, skipped = [], [], [], SkipCount()
+        for s in self.iter_samples([self.resolve(u) for u in st.eval[task].shards], skipped):
             images.append(s["image"])
             captions.append(s["caption"])
             meta.append(s["meta"])
-        return EvalSet(step=st.label, task=task, images=images, captions=captions, meta=meta)
+        return EvalSet(step=st.label, task=task, images=images, captions=captions, meta=meta,
+                       skipped={k: v for k, v in skipped.as_dict().items() if v})
 
     @property
     def has_validation(self) -> bool:
@@ -376,12 +451,13 @@ class TimeStream:
                 f"step {st.label!r} of stream {self.name!r} has no validation set (the stream was built "
                 "without validation sets); rebuild it with `ticlip data build ... --validation-size N`"
             )
-        images, captions, meta = [], [], []
-        for s in self.iter_samples([self.resolve(u) for u in st.validation.shards]):
+        images, captions, meta, skipped = [], [], [], SkipCount()
+        for s in self.iter_samples([self.resolve(u) for u in st.validation.shards], skipped):
             images.append(s["image"])
             captions.append(s["caption"])
             meta.append(s["meta"])
-        return EvalSet(step=st.label, task=VALIDATION, images=images, captions=captions, meta=meta)
+        return EvalSet(step=st.label, task=VALIDATION, images=images, captions=captions, meta=meta,
+                       skipped={k: v for k, v in skipped.as_dict().items() if v})
 
     def train_index(self, step: int | str | Step) -> list[PairId]:
         """Every train pair of a step (key, uid, shard), in shard order (``read_pair_index``)."""
@@ -415,6 +491,7 @@ class TimeStream:
         seed: int = 0,
         shuffle: int = 1000,
         subset_seed: int | str = 0,
+        skipped: SkipCount | None = None,
     ):
         """A webdataset pipeline over the train shards of ``steps`` yielding (image, tokens).
 
@@ -431,6 +508,8 @@ class TimeStream:
         - ``transform`` maps a PIL image to a tensor; ``tokenizer`` maps a list of captions to a
           (1, context_length) tensor (open_clip's tokenizer), of which row 0 is yielded.
         - ``seed``: with the same seed, rank and worker, resampled pipelines yield the same order.
+        - ``skipped``: counts the samples of unreadable (truncated) shards and undecodable samples, which
+          are skipped rather than fatal.
         """
         import webdataset as wds
 
@@ -492,14 +571,14 @@ class TimeStream:
                 stages += [wds.ResampledShards(urls, seed=seed * 1009 + k, deterministic=True), watch.count_shards]
             else:
                 stages += [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
-            stages.append(wds.tarfile_to_samples())
+            stages.append(tar_samples(skipped))
             if keys is not None:
                 stages.append(wds.select(_KeyFilter(keys)))
             if resampled:
                 stages.append(watch.saw_pair)
             if shuffle and resampled:
                 stages.append(wds.shuffle(shuffle, initial=min(shuffle, 100), rng=_Rng(seed, k)))
-            stages.append(wds.map(decode_sample))
+            stages.append(decode_or_skip(decode_sample, skipped))
             stages.append(wds.map(finish))
             return wds.DataPipeline(*stages)
 

@@ -137,6 +137,11 @@ def _small_scalar(v) -> bool:
     return isinstance(v, str) and len(v) <= 200
 
 
+def _not_utf8(path: str, where: str) -> TableError:
+    return TableError(f"{path}: not UTF-8 text ({where}): a binary file, or text in another encoding; "
+                      f"convert it first, e.g. `iconv -f latin1 -t utf-8 {path} > utf8.csv`")
+
+
 def _csv_batches(path: str, fmt: str):
     import csv
 
@@ -144,8 +149,14 @@ def _csv_batches(path: str, fmt: str):
     import pyarrow.csv as pcsv
 
     delimiter = "\t" if fmt == "tsv" else ","
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f, delimiter=delimiter), None)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f, delimiter=delimiter), None)
+            f.read(1 << 20)  # the first MiB decodes too: a binary or Latin-1 file fails here, before any work
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, f"byte 0x{e.object[e.start]:02x} at offset {e.start}") from None
+    except csv.Error as e:
+        raise TableError(f"{path}: not a readable {fmt.upper()} table: {e}") from None
     if not header:
         raise TableError(f"{path}: the table is empty (no header row)")
     # All columns as strings, empty cells as "": timestamps like "2016" or "1458000000" are
@@ -169,6 +180,8 @@ def _csv_batches(path: str, fmt: str):
                 rows, bad[:] = bad + rows, []
             yield header, rows
     except pa.ArrowInvalid as e:
+        if "utf8" in str(e).lower() or "utf-8" in str(e).lower():
+            raise _not_utf8(path, str(e).splitlines()[0][:80]) from None
         raise TableError(f"{path}: not a readable {fmt.upper()} table: {e}") from None
     if bad:
         yield header, list(bad)

@@ -10,6 +10,11 @@ Accepted timestamp values (anything else is a *bad timestamp*, which the builder
 
 A 4-digit integer is always read as a year, never as seconds after 1970-01-01 (those are within the
 first three hours of 1970 and do not occur in real data).
+
+Plausible range: a date must fall in ``EARLIEST_YEAR``..``LATEST_YEAR``, and unix seconds at or after
+``EARLIEST_UNIX`` (1971-01-01: smaller numbers such as ``-5`` or ``99999`` are zero-defaults or other
+numbers in the wrong column, not times); a timestamp outside is a ``TimestampOutOfRange``, which the
+builder skips and counts as ``timestamp_out_of_range`` rather than filing it under 1969 or 1970.
 """
 
 from __future__ import annotations
@@ -31,8 +36,27 @@ class TimestampError(ValueError):
     """A value that is not a timestamp this module understands."""
 
 
+class TimestampOutOfRange(TimestampError):
+    """A timestamp outside the plausible range (see the module doc)."""
+
+
+EARLIEST_YEAR, LATEST_YEAR = 1800, 2199
+EARLIEST_UNIX = 365 * 86400  # 1971-01-01T00:00:00Z
+
+
+def _plausible(t: dt.datetime, value) -> dt.datetime:
+    if not EARLIEST_YEAR <= t.year <= LATEST_YEAR:
+        raise TimestampOutOfRange(f"timestamp out of range ({EARLIEST_YEAR}-{LATEST_YEAR}): {value!r}")
+    return t
+
+
 def parse_timestamp(value) -> dt.datetime:
-    """A naive UTC ``datetime`` for ``value`` (see the module doc); raises TimestampError."""
+    """A naive UTC ``datetime`` for ``value`` (see the module doc) within the plausible range; raises
+    TimestampError (TimestampOutOfRange for a readable time outside the range)."""
+    return _plausible(_parse(value), value)
+
+
+def _parse(value) -> dt.datetime:
     if value is None:
         raise TimestampError("no timestamp")
     try:
@@ -87,6 +111,8 @@ def _from_number(v) -> dt.datetime:
         raise TimestampError(f"not a timestamp: {v!r}")
     if f.is_integer() and 1000 <= f <= 9999:
         return dt.datetime(int(f), 1, 1)
+    if f < EARLIEST_UNIX:
+        raise TimestampOutOfRange(f"unix seconds {v!r} fall before 1971: not a plausible time")
     try:
         return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=f)
     except OverflowError:

@@ -37,6 +37,12 @@ class EvalSets:
             self._sets[key] = self.stream.eval_set(step, name)
         return self._sets[key]
 
+    def skipped(self, name: str, step: int) -> dict[str, int]:
+        """Samples of a loaded eval set that could not be read (truncated shard, corrupt image), by
+        reason: they are left out of the set and counted, not fatal (empty when none)."""
+        loaded = self._sets.get((name, step))
+        return dict(getattr(loaded, "skipped", None) or {})
+
     def has_pairs(self, name: str, step) -> bool:
         """Whether ``step`` (a stream Step) has a non-empty eval set ``name`` (`ticlip data classify`
         writes empty ones for steps where no caption names a class: those cells of E stay empty)."""
@@ -169,6 +175,7 @@ class FeatureCache:
     batch_size: int = 256
     device: str = "cpu"
     workers: int = 0
+    on_encoded: Callable[[int], None] | None = None  # called with the images or texts of each batch (progress)
     images: dict[SetKey, torch.Tensor] = field(default_factory=dict)
     texts: dict[SetKey, torch.Tensor] = field(default_factory=dict)
     classifiers: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -177,13 +184,14 @@ class FeatureCache:
         """Features of a sequence of images (not stored: callers store what they reuse)."""
         px = self.pixels.images(self.model_key + key, images, self.transform, batch_size=self.batch_size, workers=self.workers)
         if px is not None:
-            return encode_pixels(self.model, px, batch_size=self.batch_size, device=self.device)
+            return encode_pixels(self.model, px, batch_size=self.batch_size, device=self.device, on_batch=self.on_encoded)
         feats, _ = encode_image_dataset(self.model, images, self.transform, batch_size=self.batch_size,
-                                        device=self.device, workers=self.workers)
+                                        device=self.device, workers=self.workers, on_batch=self.on_encoded)
         return feats
 
     def encode_texts(self, captions: Sequence[str]) -> torch.Tensor:
-        return encode_texts(self.model, self.tokenizer, captions, batch_size=self.batch_size, device=self.device)
+        return encode_texts(self.model, self.tokenizer, captions, batch_size=self.batch_size, device=self.device,
+                            on_batch=self.on_encoded)
 
     def dynamic_images(self, sets, name: str, step: int) -> torch.Tensor:
         """Image features of eval set ``name`` of ``step`` (``sets``: the run's EvalSets). When another
@@ -217,8 +225,11 @@ class FeatureCache:
     def classifier(self, name: str, classnames: list[str], template_spec) -> torch.Tensor:
         """The zero-shot classifier ``name``, built once per model."""
         if name not in self.classifiers:
-            self.classifiers[name] = build_classifier(self.model, self.tokenizer, classnames, templates(template_spec),
+            prompts = templates(template_spec)
+            self.classifiers[name] = build_classifier(self.model, self.tokenizer, classnames, prompts,
                                                       device=self.device)
+            if self.on_encoded is not None:  # open_clip's builder encodes every (class, template) prompt
+                self.on_encoded(len(classnames) * len(prompts))
         return self.classifiers[name]
 
     def labelled_images(self, key: SetKey, dataset) -> tuple[torch.Tensor, list]:
@@ -227,10 +238,11 @@ class FeatureCache:
         entry = self.pixels.labelled(self.model_key + key, dataset, self.transform, batch_size=self.batch_size,
                                      workers=self.workers)
         if entry is not None:
-            feats = encode_pixels(self.model, entry.pixels, batch_size=self.batch_size, device=self.device)
+            feats = encode_pixels(self.model, entry.pixels, batch_size=self.batch_size, device=self.device,
+                                  on_batch=self.on_encoded)
             return feats, entry.labels.tolist()
         return encode_image_dataset(self.model, dataset, self.transform, batch_size=self.batch_size,
-                                    device=self.device, workers=self.workers)
+                                    device=self.device, workers=self.workers, on_batch=self.on_encoded)
 
 
 __all__ = ["CachedPixels", "EvalSets", "FeatureCache", "PixelCache", "SetKey", "StaticSets"]

@@ -450,6 +450,12 @@ def write_result_tables(
             files.append(write_table_csv(os.path.join(out_dir, STATIC_SCORES), S[:, keep], row_labels, names))
             for k, name in zip(keep, names):
                 summary["static"][name] = {"metric": metric[name], **static_summary(S[:, k])}
+    skipped: dict[str, dict] = {}  # eval sets that held unreadable samples (left out, counted)
+    for (_, task, j), rec in sorted(latest_results(records).items(), key=lambda kv: str(kv[0])):
+        if rec.get("skipped_samples") and rec.get("eval_step"):
+            skipped.setdefault(f"{task} {rec['eval_step']['label']}", rec["skipped_samples"])
+    if skipped:
+        summary["skipped_samples"] = skipped
     summary = json_safe(summary)
     files.append(write_summary(os.path.join(out_dir, SUMMARY), summary))
     return files, summary

@@ -35,8 +35,10 @@ from ticlip.eval.metrics import json_safe
 from ticlip.eval.plan import EvalPlan, ModelRef, Pending
 from ticlip.eval.results import EVAL_LOG, append_result, latest_results, read_results, write_result_tables
 from ticlip.eval.scorers import ScoringContext, score_task
+from ticlip.eval.shared import SharedResults
 from ticlip.eval.tasks import TaskSpec, load_tasks, select_tasks
 from ticlip.models import create_model, quiet_open_clip
+from ticlip.progress import EvalProgress
 
 Log = Callable[[str], None]
 
@@ -60,9 +62,14 @@ class EvalOutcome:
 class Evaluator:
     """Scores models on a stream's dynamic tasks and on static tasks; see the module docstring."""
 
-    def __init__(self, stream, config: EvalConfig, out_dir: str, log: Log = _stderr):
+    shared = None  # a ticlip.eval.shared.SharedResults: results copied between identical checkpoints
+
+    def __init__(self, stream, config: EvalConfig, out_dir: str, log: Log = _stderr,
+                 progress: EvalProgress | None = None):
         check_device(config, source="eval")
-        self.stream, self.config, self.out_dir, self.log = stream, config, out_dir, log
+        # models, tasks and images+texts encoded per second on stderr (counted even when not shown)
+        self.progress = progress or EvalProgress(enabled=False)
+        self.stream, self.config, self.out_dir, self.log = stream, config, out_dir, self.progress.wrap_log(log)
         self.log_path = os.path.join(out_dir, EVAL_LOG)
         self.table = load_tasks(config.task_file)
         self.specs = select_tasks(self.table, config.tasks)
@@ -96,6 +103,8 @@ class Evaluator:
         done = latest_results(read_results(self.log_path, warn=self.log))
         # Planned before any model loads, so that missing static data is reported first.
         plans = [(model, *self.plan.pending(model, done)) for model in models]
+        runnable = [m for m, todo, _ in plans if todo and os.path.exists(m.checkpoint)]
+        self.progress.begin(sum(len(todo) for m, todo, _ in plans if m in runnable))
         for model, todo, present in plans:
             outcome.reused += present
             if not todo:
@@ -107,18 +116,28 @@ class Evaluator:
                 self.log(f"model step {model.label}: checkpoint {model.checkpoint} does not exist, skipped")
                 continue
             t0 = time.perf_counter()
-            records = self._evaluate_model(model, todo)
+            self.progress.start_model(model.label, runnable.index(model) + 1, len(runnable))
+            records = self._evaluate_shared(model, todo) if self.shared else self._evaluate_model(model, todo)
             outcome.models_loaded += 1
             outcome.evaluated += len(records)
             for rec in records:
                 done[(model.index, rec["task"], None if rec["eval_step"] is None else rec["eval_step"]["index"])] = rec
             self.log(
                 f"model step {model.label}: {len(records)} results in {time.perf_counter() - t0:.1f} s"
-                + (f" ({present} already present)" if present else "")
+                + (f" ({present} already present)" if present else "") + f"; {self.progress.model_summary()}"
             )
+        self.progress.close()
         outcome.skipped_tasks = dict(self.skipped_tasks)
         outcome.files, outcome.summary = self.write_tables(list(done.values()), rows)
         return outcome
+
+    def _evaluate_shared(self, ref: ModelRef, todo: Pending) -> list[dict]:
+        """Results of a checkpoint whose tensors were evaluated before are copied (``ticlip.eval.shared``);
+        the rest are computed and kept for the next such checkpoint."""
+        copied, todo = self.shared.split(ref, todo)
+        computed = self._evaluate_model(ref, todo) if todo else []
+        self.shared.store(ref, computed)
+        return copied + computed
 
     def _evaluate_model(self, ref: ModelRef, todo: Pending) -> list[dict]:
         cfg = self.config
@@ -126,12 +145,14 @@ class Evaluator:
             bundle = create_model(ref.model, init=ref.checkpoint, device=cfg.device)
         bundle.model.eval()
         features = FeatureCache(bundle.model, bundle.tokenizer, eval_transform(bundle), (bundle.name, bundle.image_size),
-                                self.pixels, batch_size=cfg.batch_size, device=cfg.device, workers=cfg.workers)
+                                self.pixels, batch_size=cfg.batch_size, device=cfg.device, workers=cfg.workers,
+                                on_encoded=self.progress.encoded)
         ctx = ScoringContext(features, self.eval_sets, self.static_sets, self.stream, seeds=cfg.seeds,
                              subsample=self.plan.subsample, dynamic_tasks={t.spec.name: t for t in self.plan.dynamic},
                              log=self.log)
         out = []
-        for spec, j in todo:
+        for k, (spec, j) in enumerate(todo, 1):
+            self.progress.start_task(spec.name, None if j is None else self.stream.steps[j].label, k, len(todo))
             t0 = time.perf_counter()
             if j is None:  # reading a static set is charged to its first result
                 t0 -= self.static_sets.take_load_time(spec.name)
@@ -139,6 +160,7 @@ class Evaluator:
             rec = self._record(ref, spec, j, result.metrics, result.extra, time.perf_counter() - t0)
             append_result(self.log_path, rec)
             out.append(rec)
+            self.progress.finish_task()
         if cfg.device.startswith("cuda"):
             torch.cuda.empty_cache()
         return out
@@ -155,6 +177,9 @@ class Evaluator:
         for k in ("std", "seeds", "n", "images", "classes", "chance", "trials", "per_seed"):
             if k in extra:
                 rec[k] = extra[k]
+        skipped = self.eval_sets.skipped(spec.eval_set, j) if spec.eval_set and j is not None else {}
+        if skipped:  # samples of the eval set left out as unreadable: counted, never silent
+            rec["skipped_samples"] = skipped
         rec.update(
             settings=self.plan.settings(spec),
             time=round(seconds, 4),
@@ -173,8 +198,10 @@ class Evaluator:
 
 
 # ------------------------------------------------------------------------- entry points
-def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _stderr) -> EvalOutcome:
-    """Evaluate every finished step checkpoint of the run in ``run_dir``; results go into ``run_dir``."""
+def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _stderr,
+                 progress: EvalProgress | None = None) -> EvalOutcome:
+    """Evaluate every finished step checkpoint of the run in ``run_dir``; results go into ``run_dir``.
+    ``progress``: show models, tasks and encoding rate on stderr (``ticlip.progress.EvalProgress``)."""
     from ticlip.data.stream import TimeStream
     from ticlip.run_layout import RunInfo
 
@@ -185,7 +212,8 @@ def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _
     stream = TimeStream.load(_stream_path(info.stream, run_dir))
     if not info.steps:
         raise TiclipError(f"run {info.name} has no trained steps yet (run.json lists none)")
-    evaluator = Evaluator(stream, config, run_dir, log)  # checks the config and tasks first
+    evaluator = Evaluator(stream, config, run_dir, log, progress)  # checks the config and tasks first
+    evaluator.shared = SharedResults.for_run(run_dir, evaluator)  # the run's step cache, if it has one
     wanted = set(config.steps) if config.steps is not None else None
     if wanted is not None:
         unknown = wanted - {s.index for s in info.steps}
@@ -215,6 +243,7 @@ def _stream_path(path: str, run_dir: str) -> str:
 def evaluate_checkpoint(
     checkpoint: str, model: str, stream_path: str, out_dir: str | None = None,
     config: EvalConfig | None = None, *, label: str | None = None, log: Log = _stderr,
+    progress: EvalProgress | None = None,
 ) -> EvalOutcome:
     """Evaluate one outside open_clip checkpoint (e.g. a released TiC-CLIP ViT-B-16) on every step
     of a stream and on the static tasks; the matrix has one row, labelled ``label`` (default: the
@@ -228,7 +257,7 @@ def evaluate_checkpoint(
     name = label or os.path.splitext(os.path.basename(checkpoint))[0]
     out_dir = out_dir or os.path.join("evals", name)
     ref = ModelRef(0, name, os.path.abspath(checkpoint), model, outside=True)
-    evaluator = Evaluator(stream, config, out_dir, log)
+    evaluator = Evaluator(stream, config, out_dir, log, progress)
     return evaluator.run([ref], [(0, name)])
 
 

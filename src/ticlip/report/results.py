@@ -23,11 +23,13 @@ from ticlip.eval.metrics import MatrixError, as_matrix, static_summary, transfer
 from ticlip.eval.results import (
     MATRIX_GLOB,
     STATIC_SCORES,
+    SUMMARY,
     CellStats,
     matrix_files,
     read_cell_stats,
     static_chance,
     read_static_scores,
+    read_summary,
     read_table,
     task_names,
     task_of_matrix_file,
@@ -149,7 +151,31 @@ def load_run(run_dir: str) -> RunResults:
         )
     if info.steps and len(info.steps) < len(res.labels):
         res.warnings.append(f"run {info.name} has trained {len(info.steps)} of {len(res.labels)} steps")
+    skipped = _skipped_samples(run_dir)
+    if skipped:
+        res.warnings.append(f"run {info.name} skipped unreadable samples (truncated shards, corrupt images): {skipped}")
     return res
+
+
+def _skipped_samples(run_dir: str) -> str:
+    """Samples training (step.json) and evaluation (eval_summary.json) skipped as unreadable, in words."""
+    import glob
+    import json
+
+    train = 0
+    for path in glob.glob(os.path.join(run_dir, "steps", "*", "step.json")):
+        try:
+            with open(path, encoding="utf-8") as f:
+                train += sum(int(n) for n in (json.load(f).get("skipped_samples") or {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue
+    try:
+        evaluated = sum(int(n) for counts in (read_summary(os.path.join(run_dir, SUMMARY)).get("skipped_samples")
+                                              or {}).values() for n in counts.values())
+    except Exception:  # noqa: BLE001 - a missing or old summary has no counts
+        evaluated = 0
+    parts = [f"{train} while training"] * bool(train) + [f"{evaluated} in eval sets"] * bool(evaluated)
+    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------- grouping

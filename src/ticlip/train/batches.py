@@ -16,10 +16,16 @@ multiple of ``W`` so that every chunk starts at worker 0, and worker ``w`` makes
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from torch.utils.data import IterableDataset
+
+
+def _skip_count():
+    from ticlip.data.shards import SkipCount
+
+    return SkipCount()
 
 
 def derive_seed(*parts) -> int:
@@ -85,24 +91,26 @@ class Mixture:
         return cls(stream, [s.step for s in local], [s.weight for s in local], counts,
                    transform, tokenizer, seed, shuffle, pools)
 
-    def _local(self, seed: int):
+    def _local(self, seed: int, skipped=None):
         return self.stream.train_pipeline(
             steps=list(self.steps), weights=list(self.weights), counts=list(self.counts),
             transform=self.transform, tokenizer=self.tokenizer, resampled=True, seed=seed,
-            shuffle=self.shuffle, subset_seed=self.subset_seed,
+            shuffle=self.shuffle, subset_seed=self.subset_seed, skipped=skipped,
         )
 
-    def pipeline(self, seed: int):
+    def pipeline(self, seed: int, skipped=None):
+        """The mixture's endless sample pipeline; ``skipped`` (a ``SkipCount``) counts bad samples."""
         if not self.pools:
-            return self._local(seed)
+            return self._local(seed, skipped)
         parts, weights = [], []
         if self.steps:
-            parts.append(self._local(seed))
+            parts.append(self._local(seed, skipped))
             weights.append(float(sum(self.weights)))
         for k, pool in enumerate(self.pools):
             parts.append(pool.stream.train_pipeline(
                 steps=None if pool.steps is None else list(pool.steps), transform=self.transform,
                 tokenizer=self.tokenizer, resampled=True, seed=derive_seed(seed, "pool", k), shuffle=self.shuffle,
+                skipped=skipped,
             ))
             weights.append(float(pool.weight))
         return WeightedMix(parts, weights, derive_seed(seed, "mix"))
@@ -148,13 +156,16 @@ class WeightedMix(IterableDataset):
 
 @dataclass
 class ChunkedBatches(IterableDataset):
-    """Endless ``(images, texts)`` batches of ``batch_size``, from chunk ``start_chunk`` on."""
+    """Endless ``(images, texts)`` batches of ``batch_size``, from chunk ``start_chunk`` on.
+    ``skipped`` counts the samples its pipelines skipped (unreadable shards, undecodable samples),
+    across DataLoader workers (``train_loop`` logs it)."""
 
     mixture: Mixture
     batch_size: int
     chunk_batches: int
     seed: int
     start_chunk: int = 0
+    skipped: Any = field(default_factory=_skip_count)
 
     def __iter__(self):
         import torch
@@ -167,7 +178,7 @@ class ChunkedBatches(IterableDataset):
         chunk = self.start_chunk
         while True:
             seed_everything(derive_seed(self.seed, "rng", chunk, rank, worker))
-            samples = iter(self.mixture.pipeline(derive_seed(self.seed, "data", chunk)))
+            samples = iter(self.mixture.pipeline(derive_seed(self.seed, "data", chunk), self.skipped))
             for _ in range(per_worker):
                 images, texts = [], []
                 for _ in range(self.batch_size):

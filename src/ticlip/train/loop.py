@@ -174,6 +174,9 @@ def train_loop(
         scaler = make_scaler(opts.precision, device)
     lr_at = schedule if callable(schedule) else schedule.lr
     it: Iterator = iter(batches)
+    # samples the data pipeline skipped (truncated shards, corrupt images): each record carries the new ones
+    skip_counter = getattr(getattr(batches, "dataset", batches), "skipped", None)
+    skipped_before = skip_counter.as_dict() if skip_counter is not None else {}
     per_rank_pairs = 0
     t0 = time.perf_counter()
     pbar = tqdm(total=opts.iterations, initial=state.iteration, disable=not opts.progress, desc=opts.desc,
@@ -234,6 +237,12 @@ def train_loop(
                 }
                 if extra is not None:
                     record["extra_loss"] = float(extra.detach())
+                if skip_counter is not None:
+                    skipped_now = skip_counter.as_dict()
+                    new = {k: n - skipped_before.get(k, 0) for k, n in skipped_now.items() if n > skipped_before.get(k, 0)}
+                    skipped_before = skipped_now
+                    if new:
+                        record["skipped"] = new
                 if opts.budget_macs:
                     record["budget_used"] = state.macs / opts.budget_macs
                 if log is not None:
@@ -315,15 +324,41 @@ class JsonlLog:
     def __call__(self, record: dict) -> None:
         import json
 
-        if self._f is None:
-            self._f = open(self.path, "a", encoding="utf-8")
-        self._f.write(json.dumps({**self.static, **record}) + "\n")
-        self._f.flush()
+        from ticlip.atomic import disk_full, is_disk_full
+
+        try:
+            if self._f is None:
+                self._f = open(self.path, "a", encoding="utf-8")
+            self._f.write(json.dumps({**self.static, **record}) + "\n")
+            self._f.flush()
+        except OSError as e:
+            if is_disk_full(e):
+                raise disk_full(self.path) from None
+            raise
 
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def skipped_in_log(path: str) -> dict[str, int]:
+    """The samples a step's data pipeline skipped, by reason: the sum of its log records' ``skipped``."""
+    import json
+    import os
+
+    total: dict[str, int] = {}
+    if not os.path.exists(path):
+        return total
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            for reason, n in (record.get("skipped") or {}).items():
+                total[reason] = total.get(reason, 0) + int(n)
+    return total
 
 
 def truncate_jsonl(path: str, keep_record: Callable[[dict], bool]) -> None:

@@ -40,7 +40,8 @@ from ticlip.train.step import PHASES, RunContext, RunRefused, StepTrainer
 __all__ = ["PHASES", "RESUME_OVERRIDABLE", "CheckedRun", "RunRefused", "check_run", "default_name", "load_pinned_inputs",
            "load_resume_config", "make_method", "parse_steps", "pinned_inputs", "prepare_run", "resume_overrides_ignored", "run_finished", "train_run"]
 
-# Settings that may differ on --resume without changing the result.
+# Settings a --resume command line may change (only those given on it; threads can change the float
+# rounding of the resumed steps, so the saved thread count stays unless --threads is given).
 RESUME_OVERRIDABLE = ("device", "progress", "report_to", "logs", "save_every_s", "threads")
 
 
@@ -115,7 +116,7 @@ def pinned_inputs(cfg: TrainConfig, stream) -> dict:
             init = cfg.init
         else:
             init = os.path.abspath(cfg.init)
-            init_fp = file_fingerprint(init)
+            init_fp = file_fingerprint(init) if os.path.isfile(init) else ""  # check_run refuses it
     return dict(stream=stream.root, stream_fingerprint=json_fingerprint(stream.to_dict()), init=init,
                 init_fingerprint=init_fp)
 
@@ -346,8 +347,8 @@ def _remove(path: str, dinfo) -> None:
 
 
 def _load_method_state(run: RunContext, t: int) -> None:
-    import torch
+    from ticlip.models import read_checkpoint
 
     path = os.path.join(step_dir(run.run_dir, t - 1), "method.pt") if t > 0 else None
     if path and os.path.exists(path):
-        run.method.load_state_dict(torch.load(path, map_location=run.dist.device, weights_only=False))
+        run.method.load_state_dict(read_checkpoint(path, map_location=run.dist.device, what="method state"))

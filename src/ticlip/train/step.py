@@ -81,12 +81,16 @@ def model_transform(bundle, train: bool):
 
 
 def rng_state() -> dict:
+    """The global RNG states as plain data that ``torch.load(weights_only=True)`` reads back: Python's
+    state is a tuple of ints, numpy's keys become an int64 tensor (numpy arrays would need unpickling)."""
     import random
 
     import numpy as np
     import torch
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -99,8 +103,10 @@ def set_rng_state(state: dict) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((str(name), np.asarray(keys).astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -133,6 +139,7 @@ class StepTrainer:
         self.log_path = os.path.join(self.dir, "train_log.jsonl")
         self.phase = "main"
         self.resumed_phase: str | None = None  # the phase a saved state put the step in
+        self.resumed_data_path: str | None = None  # and the data path it was saved on (see _memory)
         self.extra_macs = 0.0
         self.log = None
 
@@ -141,20 +148,72 @@ class StepTrainer:
         self.set_up()
         self.resume()
         try:
-            self.train()
+            self.train_or_reuse()
             self.finish()
+            self.record_reuse()
             self.rewind()
             self.mark_finished()
         finally:
             if self.log is not None:
                 self.log.close()
 
+    # ------------------------------------------------------------------ reuse (ticlip.train.reuse)
+    def train_or_reuse(self) -> None:
+        """``train()``, or, with a step cache (``TrainConfig.step_cache``) holding this step's training
+        result (same starting weights, plan, settings, method training, code), load that result:
+        weights, loop state, log and RNG states; the phase is then "end" and ``finish`` runs as usual."""
+        from ticlip.train.reuse import StepReuse
+
+        self.reuse = StepReuse.for_step(self)
+        if self.reuse is None:
+            self.train()
+            return
+        self.reuse.train_or_reuse(self.train, self._apply_reused)
+
+    def _apply_reused(self, entry: dict) -> None:
+        from ticlip.train.loop import LoopState
+        from ticlip.train.reuse import restore_rng
+
+        run = self.run_ctx
+        self.model.load_state_dict(entry["model"])
+        self.loop_state = LoopState.from_dict(entry["loop"])
+        lines = list(entry.get("log") or [])
+        if run.dist.is_main:
+            if self.log is not None:
+                self.log.close()
+            write_text_atomic(self.log_path, "".join(line + "\n" for line in lines))
+        if run.tb is not None:
+            for line in lines:
+                record = {k: v for k, v in json.loads(line).items() if k not in ("step", "label")}
+                run.tb.offset = self.tb_offset
+                run.tb(record)
+        restore_rng(entry["rng"])
+        self.phase = "end"
+
+    def record_reuse(self) -> None:
+        """step.json's ``step_cache`` (the key; ``reused_from`` on a hit, or why the step has no key) and
+        run.json's ``extra.reused`` (step index -> where its training came from), for reports of the
+        work saved. The reused step's MACs still count: the method spent them, this machine did not."""
+        reuse = getattr(self, "reuse", None)
+        path = os.path.join(self.dir, "step.json")
+        if reuse is None or not self.run_ctx.dist.is_main or not os.path.exists(path):
+            return
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+        summary["step_cache"] = reuse.record()
+        if reuse.reused_from is not None:
+            summary["reused_from"] = reuse.reused_from
+            self.run_ctx.info.extra.setdefault("reused", {})[str(self.t)] = reuse.reused_from
+        else:
+            self.run_ctx.info.extra.get("reused", {}).pop(str(self.t), None)
+        write_text_atomic(path, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+
     # ------------------------------------------------------------------ set up
     def set_up(self) -> None:
         import torch
 
         from ticlip.methods.base import MethodContext, StepBudgetFacts
-        from ticlip.models import create_model, quiet_open_clip
+        from ticlip.models import create_model, quiet_open_clip, read_checkpoint
         from ticlip.train.buffers import with_run_seed
         from ticlip.train.dist import wrap_model
         from ticlip.train.loop import LoopState, make_optimizer, make_scaler
@@ -168,7 +227,7 @@ class StepTrainer:
         self.iterations = self.budget.iterations
         # const-cosine trains (and charges) the constant-LR trunk only when step t + 1 starts from it
         self.continues = run.budget.next_step_continues(method, t, stream)
-        self.saved = torch.load(self.state_path, map_location=dinfo.device, weights_only=False) \
+        self.saved = read_checkpoint(self.state_path, map_location=dinfo.device, what="resume state") \
             if os.path.exists(self.state_path) else None
         init_path, self.init_desc, self.start = self._init_path()
         self.sched = run.sched_cfg.for_step(self.iterations, self.start)
@@ -234,6 +293,7 @@ class StepTrainer:
                                  f"new run (--name)")
             self._restore(self.saved)
             self.phase = self.resumed_phase = self.saved["phase"]
+            self.resumed_data_path = self.saved.get("data_path", "webdataset")
             run.say(f"step {self.label}: resuming {self.phase} phase at iteration "
                     f"{self.loop_state.iteration}/{self.iterations}")
             order, at = PHASES.index(self.phase), self.loop_state.iteration
@@ -259,7 +319,7 @@ class StepTrainer:
         return {"phase": phase, "loop": self.loop_state.to_dict(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                 "method": self.run_ctx.method.state_dict(), "rng": rng_state(), "step": self.t,
-                "iterations": self.iterations}
+                "iterations": self.iterations, "data_path": getattr(self, "data_path", None)}
 
     def _restore(self, snap: dict) -> None:
         from ticlip.train.loop import LoopState
@@ -302,8 +362,14 @@ class StepTrainer:
         if self.loop_state.iteration >= end:
             return
         start_chunk = (self.loop_state.iteration - phase_start) // K
-        batches = ChunkedBatches(self.mixture, cfg.batch_size, K * cfg.accum_freq,
-                                 derive_seed(cfg.seed, self.t, data_tag), start_chunk)
+        if self._memory() is not None:  # the step's pairs fit in memory (ticlip.train.memory)
+            from ticlip.train.memory import MemoryBatches
+
+            batches = MemoryBatches(self.memory, cfg.batch_size, K * cfg.accum_freq,
+                                    derive_seed(cfg.seed, self.t, data_tag), start_chunk)
+        else:
+            batches = ChunkedBatches(self.mixture, cfg.batch_size, K * cfg.accum_freq,
+                                     derive_seed(cfg.seed, self.t, data_tag), start_chunk)
         loader = make_loader(batches, cfg.workers, pin_memory=dinfo.device.startswith("cuda"))
 
         def after(st) -> None:
@@ -330,6 +396,28 @@ class StepTrainer:
         train_loop(self.ddp, loader, self.optimizer, lr_fn, loss_fn=run.loss_fn, opts=opts, state=self.loop_state,
                    method=run.method, scaler=self.scaler, log=write, after_iteration=after)
 
+    def _memory(self):
+        """The step's mixture decoded into memory, built on first use (``ticlip.train.memory``); None: the
+        step reads the webdataset shards. A step resumed from a state saved on the webdataset path (or by
+        a ticlip without the memory path) stays on it, so that the resumed run is exact."""
+        if not hasattr(self, "memory"):
+            from ticlip.data.transforms import model_mean_std
+            from ticlip.train.memory import memory_mixture
+
+            run = self.run_ctx
+            self.memory, why = None, "the state it resumes was saved on the webdataset path"
+            if self.resumed_data_path in (None, "memory"):
+                mean, std = model_mean_std(self.model)
+                self.memory, why = memory_mixture(self.mixture, image_size=self.bundle.image_size, mean=mean,
+                                                  std=std, limit_mb=run.cfg.memory_limit_mb)
+            self.data_path = "webdataset" if self.memory is None else "memory"
+            if self.memory is not None:
+                run.say(f"step {self.label}: training from memory ({len(self.memory)} pairs, "
+                        f"{self.memory.nbytes / 2**20:.1f} MB decoded)")
+            elif run.cfg.memory_limit_mb:
+                run.say(f"step {self.label}: reading the webdataset shards ({why})")
+        return self.memory
+
     # ------------------------------------------------------------------ finish
     def finish(self) -> None:
         """The method's end hook, then the deployable checkpoint, method state and step.json."""
@@ -344,6 +432,8 @@ class StepTrainer:
         if not isinstance(outcome, StepOutcome):
             raise TypeError(f"{type(method).__name__}.end_step must return a StepOutcome, got {type(outcome).__name__}")
         facts = dict(outcome.facts)
+        if getattr(self, "data_path", None):  # where this process's training read its batches
+            facts["data_path"] = self.data_path
         if outcome.cost is not None:
             self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)
             facts["extra_macs"] = self.extra_macs
@@ -353,6 +443,7 @@ class StepTrainer:
     def _write_deployable(self, facts: dict) -> None:
         """The deployable checkpoint, method state and step.json of the step (rank 0)."""
         from ticlip.models import save_checkpoint
+        from ticlip.train.loop import skipped_in_log
 
         run, t, ls = self.run_ctx, self.t, self.loop_state
         if not run.dist.is_main:
@@ -374,6 +465,7 @@ class StepTrainer:
             "first_loss": ls.first_loss, "last_loss": ls.last_loss,
             "mean_loss": ls.loss_sum / ls.loss_count if ls.loss_count else None,
             "facts": facts,
+            "skipped_samples": skipped_in_log(self.log_path),  # truncated shards, corrupt images: skipped, counted
         }
         write_text_atomic(os.path.join(self.dir, "step.json"), json.dumps(summary, indent=2, default=_jsonable) + "\n")
         run.say(f"step {self.label} ({t + 1}/{len(run.stream.steps)}): {self.iterations} iterations, "
@@ -386,7 +478,7 @@ class StepTrainer:
         the next step continues from it: ``self.continues``)."""
         import torch
 
-        from ticlip.models import save_checkpoint
+        from ticlip.models import read_checkpoint, save_checkpoint
         from ticlip.train.dist import barrier
         from ticlip.train.loop import LoopState
 
@@ -398,7 +490,7 @@ class StepTrainer:
             spent = LoopState(**self.loop_state.to_dict())
             # what end_step learnt (EWC's Fisher) outlives the rewind
             after_end = copy.deepcopy(run.method.state_dict())
-            self._restore(torch.load(self.trunk_path, map_location=dinfo.device, weights_only=False))
+            self._restore(read_checkpoint(self.trunk_path, map_location=dinfo.device, what="trunk state"))
             run.method.load_state_dict(after_end)
             # the trunk restarts at the branch point; the compute counters keep the branch's spend
             self.loop_state.pairs_seen, self.loop_state.macs = spent.pairs_seen, spent.macs

@@ -11,7 +11,7 @@ A package of small modules, each one stage (see docs/DATA.md for what a build do
 - ``builder``: ``build_stream(records, out, config, ...)``, the two passes and the manifest;
 - ``request``: ``check_build_request`` / ``build_stream_from``, from a source name or a table file:
   the one entry point of ``ticlip data build`` and experiments (same provenance);
-- ``info``: ``format_info``, ``count_check``.
+- ``info``: ``format_info``, ``count_check``, ``verify_stream`` (``info --verify``).
 
 Every input row is counted exactly once: as a pair in a train or eval shard, or under the first
 reason that removed it, so that
@@ -20,7 +20,7 @@ reason that removed it, so that
 
 from ticlip.data.build.builder import build_stream
 from ticlip.data.build.config import BUILD_DIR, EVAL_TASK, BuildConfig, BuildError
-from ticlip.data.build.info import count_check, format_info
+from ticlip.data.build.info import Verification, count_check, format_info, format_verification, verify_stream
 from ticlip.data.build.languages import LANGUAGE_FILTERS, register_language_filter
 from ticlip.data.build.plan import PlannedRow, PlannedStep, plan
 from ticlip.data.build.request import TABLE_OPTIONS, BuildRequest, build_stream_from, check_build_request
@@ -43,8 +43,11 @@ __all__ = [
     "build_stream_from",
     "check_build_request",
     "config_hash",
+    "Verification",
     "count_check",
     "format_info",
+    "format_verification",
+    "verify_stream",
     "normalize_caption",
     "plan",
     "register_language_filter",

@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from typing import Iterable
 
-from ticlip.atomic import write_json_atomic
+from ticlip.atomic import DiskFull, disk_full, is_disk_full, write_json_atomic
 from ticlip.data.build.config import EVAL_TASK, BuildConfig, BuildError
 from ticlip.data.build.images import ImageOptions, Runner, build_eval, build_train, build_validation
 from ticlip.data.build.plan import PlannedStep, fingerprint, plan
@@ -59,43 +59,51 @@ def build_stream(
     cache_dir = config.image_cache_dir or os.path.join(state.build_dir, IMAGE_CACHE)
     spool_path = os.path.join(state.build_dir, "spool.bin")
     spool = Spool(spool_path)
-    try:
-        rows, counts = read_rows(records, config, spool, cache_dir, progress)
-    finally:
+    try:  # a failed build leaves no spool behind (a re-run writes it anew), and a full disk says so
+        try:
+            rows, counts = read_rows(records, config, spool, cache_dir, progress)
+        finally:
+            spool.close()
+        source_skipped = getattr(records, "skipped", None)  # what a source left out before yielding
+        counts.source_skipped = dict(sorted(source_skipped.items())) if isinstance(source_skipped, dict) else {}
+        warnings: list[str] = []
+        steps = plan(rows, counts, config, warnings)
+        del rows
+        if not steps:
+            raise BuildError(
+                f"no pairs left to build a stream from: {counts.input_rows} rows in, "
+                f"skipped {dict(counts.skipped)}, filtered {dict(counts.filtered)}, "
+                f"duplicates {counts.duplicates}, dropped {counts.dropped_out_of_range}"
+            )
+        input_fingerprint = fingerprint(steps, counts)
+        state.check_input(chash, input_fingerprint, ident)
+
+        os.makedirs(state.done_dir, exist_ok=True)
+        for stale in glob.glob(os.path.join(out, "steps", "*", "*.tmp-*")):
+            os.remove(stale)  # left by a killed build; finished shards are renamed atomically
+        runner = Runner(ImageOptions.of(config, spool_path, cache_dir), workers)
+        ok = False
+        bar = progress_bar(progress, total=sum(len(s.rows) for s in steps), desc="writing shards", unit=" rows")
+        try:
+            evals = [build_eval(st, state, runner, config, bar) for st in steps]
+            validations = [build_validation(st, ev, state, runner, config, bar) for st, ev in zip(steps, evals)]
+            trains = build_train(steps, evals, state, runner, config, bar, validations)
+            ok = True
+        finally:
+            bar.close()
+            runner.close(ok)
+
+        stream = _assemble(steps, evals, validations, trains, counts, config, name, source, source_params, chash,
+                           input_fingerprint, warnings, out)
+        os.remove(spool_path)
+        stream.save()  # last: its presence means the build finished
+    except BaseException as e:
         spool.close()
-    source_skipped = getattr(records, "skipped", None)  # what a source left out before yielding
-    counts.source_skipped = dict(sorted(source_skipped.items())) if isinstance(source_skipped, dict) else {}
-    warnings: list[str] = []
-    steps = plan(rows, counts, config, warnings)
-    del rows
-    if not steps:
-        raise BuildError(
-            f"no pairs left to build a stream from: {counts.input_rows} rows in, "
-            f"skipped {dict(counts.skipped)}, filtered {dict(counts.filtered)}, "
-            f"duplicates {counts.duplicates}, dropped {counts.dropped_out_of_range}"
-        )
-    input_fingerprint = fingerprint(steps, counts)
-    state.check_input(chash, input_fingerprint, ident)
-
-    os.makedirs(state.done_dir, exist_ok=True)
-    for stale in glob.glob(os.path.join(out, "steps", "*", "*.tmp-*")):
-        os.remove(stale)  # left by a killed build; finished shards are renamed atomically
-    runner = Runner(ImageOptions.of(config, spool_path, cache_dir), workers)
-    ok = False
-    bar = progress_bar(progress, total=sum(len(s.rows) for s in steps), desc="writing shards", unit=" rows")
-    try:
-        evals = [build_eval(st, state, runner, config, bar) for st in steps]
-        validations = [build_validation(st, ev, state, runner, config, bar) for st, ev in zip(steps, evals)]
-        trains = build_train(steps, evals, state, runner, config, bar, validations)
-        ok = True
-    finally:
-        bar.close()
-        runner.close(ok)
-
-    stream = _assemble(steps, evals, validations, trains, counts, config, name, source, source_params, chash,
-                       input_fingerprint, warnings, out)
-    os.remove(spool_path)
-    stream.save()  # last: its presence means the build finished
+        if os.path.exists(spool_path):
+            os.remove(spool_path)
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise disk_full(getattr(e, "filename", None) or out) from None
+        raise
     return stream
 
 

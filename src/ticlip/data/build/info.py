@@ -1,8 +1,14 @@
-"""Describing a built stream: its per-step table, the build's counts and whether they add up."""
+"""Describing a built stream: its per-step table, the build's counts and whether they add up
+(``format_info``: the manifest's own numbers and a stat of every local shard file), and ``verify_stream``
+(``ticlip data info --verify``): every shard read, every sample decoded, the counts compared."""
 
 from __future__ import annotations
 
-from ticlip.data.stream import TimeStream
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ticlip.data.shards import SkipCount, decode_or_skip, tar_samples
+from ticlip.data.stream import TimeStream, decode_sample
 
 
 def count_check(stream: TimeStream) -> tuple[bool, str]:
@@ -73,9 +79,66 @@ def format_info(stream: TimeStream) -> str:
             lines.append(f"left out by the source (not input rows): {kv(c['source_skipped'])}")
     ok, line = count_check(stream)
     lines.append(f"check:        {line} {'OK' if ok else 'MISMATCH'}" if c else f"check:        {line}")
+    missing = stream.missing_shards()
+    if missing:
+        st, name, path = missing[0]
+        lines.append(f"files:        {len(missing)} shard file(s) MISSING, first step {st.label!r} {name}: {path}")
+    lines.append("checked:      the manifest's counts and that its shard files exist; `ticlip data info --verify` "
+                 "reads every shard and decodes every image")
     for w in stream.provenance.get("warnings", []):
         lines.append(f"warning:      {w}")
     return "\n".join(lines)
 
 
-__all__ = ["count_check", "format_info"]
+@dataclass
+class Verification:
+    """What ``verify_stream`` found: pairs read per shard set and the problems (empty: all as claimed)."""
+
+    sets: int = 0
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_stream(stream: TimeStream, progress: Callable[[str], None] | None = None) -> Verification:
+    """Read every shard of every shard set (train, eval, validation) of ``stream``, decode every
+    sample, and compare what was read with the manifest's counts. Missing files, unreadable
+    (truncated) shards, undecodable images and count mismatches each become one problem line."""
+    import webdataset as wds
+
+    out = Verification()
+    missing = {(st.index, name): path for st, name, path in stream.missing_shards()}
+    for st in stream.steps:
+        for name, shard_set in st.shard_sets():
+            out.sets += 1
+            where = f"step {st.label!r} {name}"
+            if (st.index, name) in missing:
+                out.problems.append(f"{where}: shard file missing: {missing[(st.index, name)]}")
+                continue
+            if progress is not None:
+                progress(f"verifying {where} ({len(shard_set.shards)} shards)")
+            skipped = SkipCount()
+            urls = [stream.resolve(u) for u in shard_set.shards]
+            n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList(urls), tar_samples(skipped),
+                                                decode_or_skip(decode_sample, skipped)))
+            out.samples += n
+            bad = {k: v for k, v in skipped.as_dict().items() if v}
+            if bad:
+                out.problems.append(f"{where}: " + ", ".join(f"{v} {k}(s)" for k, v in bad.items()))
+            if n != shard_set.count:
+                out.problems.append(f"{where}: the manifest claims {shard_set.count} pairs, its shards hold {n} "
+                                    "readable ones")
+    return out
+
+
+def format_verification(v: Verification) -> str:
+    head = (f"verify:       read {v.sets} shard sets, {v.samples} pairs decoded: "
+            + ("every count as the manifest claims, every image decodable OK" if v.ok
+               else f"{len(v.problems)} problem(s) FAILED"))
+    return "\n".join([head] + [f"problem:      {p}" for p in v.problems])
+
+
+__all__ = ["Verification", "count_check", "format_info", "format_verification", "verify_stream"]

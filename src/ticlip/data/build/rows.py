@@ -1,6 +1,7 @@
 """The metadata pass: each input record becomes a typed ``Row`` (no image pixels) or a counted reason.
 
-Per record, in this order, the first reason that applies removes it: ``bad_timestamp``,
+Per record, in this order, the first reason that applies removes it: ``bad_timestamp`` (or
+``timestamp_out_of_range``: see ``ticlip.data.timestamps``),
 ``missing_caption``, ``missing_image``, ``unsupported_image`` (skipped), then the caption filters
 ``caption_words``, ``caption_chars``, ``language`` (filtered). Images a source holds in memory (PIL
 images, bytes) are appended to a ``Spool`` file; file paths and URLs are only referenced (and read
@@ -24,7 +25,7 @@ from ticlip.data.build.languages import language_filter
 from ticlip.data.build.progress import progress_bar
 from ticlip.data.records import Record
 from ticlip.data.table import ImageFetchError, SkippedRow, read_image_bytes
-from ticlip.data.timestamps import TimestampError, parse_timestamp, period_of
+from ticlip.data.timestamps import TimestampError, TimestampOutOfRange, parse_timestamp, period_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,8 @@ class RowReader:
         config = self.config
         try:
             t = parse_timestamp(rec.timestamp)
+        except TimestampOutOfRange:
+            return "timestamp_out_of_range", None
         except TimestampError:
             return "bad_timestamp", None
         caption = caption_text(rec.caption)

@@ -81,6 +81,9 @@ class TrainConfig(Schema):
     # outputs
     name: str | None = Field(None, description="run name (default <stream>-<method>-<model>-seed<seed>)")
     logs: str = Field("runs", description="directory holding runs")
+    step_cache: str | None = Field(None, description="directory of a cache of step trainings shared by runs: a "
+                                                     "step whose result is fully determined by the same inputs "
+                                                     "is trained once and reused (docs/TRAINING.md); none: off")
     report_to: Literal["", "tensorboard"] = Field("", description="also log to 'tensorboard' (needs the "
                                                                   "tensorboard package)")
     log_every: int = Field(1, gt=0, description="JSONL log line every N iterations (the last is always logged)")

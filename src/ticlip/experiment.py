@@ -164,6 +164,8 @@ def expand(exp: ExperimentConfig) -> list[PlannedRun]:
                 name = f"{method}{tag}-s{seed}"
                 base.update(stream=exp.stream.path, method=method, seed=int(seed), name=name, logs=exp.out_dir,
                             method_params=dict(exp.method_params.get(method, {})))
+                # identical step trainings of the experiment's runs are done once (train.step_cache: null: off)
+                base.setdefault("step_cache", os.path.join(exp.out_dir, "step-cache"))
                 where = f"experiment {exp.name}, run {name}: train"
                 cfg = TrainConfig.load(base, source=where)
                 try:

@@ -14,7 +14,9 @@ A method is one class (in one module of ``ticlip.methods``) that the trainer dri
 - the compute of step t relative to the per-step budget C (``compute_multiplier``: oracle t + 1).
 
 Hooks: ``begin_step`` (after the model is initialised), ``extra_loss`` (per batch), ``end_step``
-(after training: patching's interpolation, EWC's Fisher pass), ``state_dict``/``load_state_dict``.
+(after training: patching's interpolation, EWC's Fisher pass), ``state_dict``/``load_state_dict``;
+``training_key`` describes how the method changes training at step t (None: plain CLIP training), so
+identical trainings of different methods are done once (``ticlip.train.reuse``).
 Parameters are declared as a nested ``Params`` schema (``ticlip.schema.Schema``) and validated by
 ``ticlip.methods.get_method`` / ``check_method_params``. Methods never own the training loop and
 never import ``ticlip.train``; what they need from the trainer comes in the context.
@@ -246,6 +248,18 @@ class Method:
     def extra_loss(self, model, images, texts, outputs: dict):
         """An additional loss term for this batch (a scalar tensor), or None."""
         return None
+
+    def training_key(self, t: int) -> dict | None:
+        """How this method changes step t's TRAINING beyond the plan (extra loss, regulariser, gradient
+        hooks), as JSON-ready facts; None: plain CLIP training. Two runs whose steps agree on the plan,
+        the starting weights, the settings and this key train identically, so the trainer may reuse
+        one's result for the other (``ticlip.train.reuse``); what ``end_step`` does is not part of it.
+        The default is None only when ``extra_loss`` is the base one; otherwise the method's name and
+        parameters (never shared by mistake). Override it where the answer depends on t or state;
+        tensors (or dicts of them) may appear in the facts: the trainer digests their contents."""
+        if getattr(self.extra_loss, "__func__", None) is Method.extra_loss:
+            return None
+        return {"method": self.name, "params": self.params}
 
     def end_step(self, ctx: MethodContext) -> StepOutcome:
         """Called after step t's training; may change ``ctx.model`` in place (patching)."""

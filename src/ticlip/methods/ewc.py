@@ -121,6 +121,13 @@ class EWC(Sequential):
             total = term if total is None else total + term
         return total
 
+    def training_key(self, t: int) -> dict | None:
+        # The penalty exists once a Fisher was accumulated (after the first step this run trained);
+        # before that EWC trains like Sequential.
+        if not self.fisher or not self.anchor:
+            return None
+        return {"method": self.name, "penalty": {"lam": self.lam}, "fisher": self.fisher, "anchor": self.anchor}
+
     def extra_loss(self, model, images, texts, outputs: dict):
         pen = self.penalty(model)
         return None if pen is None else self.lam / 2 * pen

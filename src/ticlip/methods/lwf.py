@@ -57,6 +57,13 @@ class LwF(Sequential):
         # the frozen previous model's forward, on every training pair from step 1 on
         return StepCost(extra_forward_passes_per_pair=1.0 if t > 0 else 0.0)
 
+    def training_key(self, t: int) -> dict | None:
+        # From step 1 on the loss distils the model the step starts from (its weights are part of the
+        # reuse key already); step 0 has no teacher and trains like Sequential.
+        if t == 0:
+            return None
+        return {"method": self.name, "distill": {"lam": self.lam, "temperature": self.temperature}}
+
     def _freeze(self, model):
         old = copy.deepcopy(model)
         old.eval()

@@ -22,7 +22,7 @@ FLAG_GROUPS = {
     ],
     "execution and outputs": [
         "workers", "seed", "device", "threads", "name", "logs", "report_to", "log_every", "chunk_iterations",
-        "save_every_s", "shuffle_buffer", "progress",
+        "save_every_s", "shuffle_buffer", "progress", "step_cache",
     ],
 }
 NOT_SETTINGS = ("func", "command", "config", "resume", "method_param")

@@ -1,7 +1,9 @@
 """The on-disk layout of a training run, shared by training (writer) and evaluation (reader).
 
     runs/<name>/config.yaml                 the resolved configuration
-                run.json                    RunInfo below: stream, model, method, per-step records
+                run.json                    RunInfo below: stream, model, method, per-step records, and
+                                            the run's pinned inputs (absolute stream and init paths
+                                            with their fingerprints, checked by --resume)
                 steps/<index>/checkpoint.pt open_clip-format checkpoint after step <index> (0-based)
                 steps/<index>/train_log.jsonl
                 eval.jsonl                  one line per (model step, task); append-only, resumable
@@ -10,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -42,6 +45,12 @@ class RunInfo:
     seed: int = 0
     steps: list[StepRecord] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    # Pinned inputs (run.json files written before these fields existed read as ""/None: not pinned).
+    # ``stream`` above is the stream's absolute root (or URL); ``init`` the --init file's absolute path
+    # (or URL), None without --init.
+    stream_fingerprint: str = ""  # json_fingerprint of the manifest's content
+    init: str | None = None
+    init_fingerprint: str = ""  # file_fingerprint of the --init file ("" for a URL)
 
     @staticmethod
     def path(run_dir: str) -> str:
@@ -65,6 +74,33 @@ class RunInfo:
             if s.index == index:
                 return os.path.join(run_dir, s.checkpoint)
         raise TiclipError(f"run {self.name} has no checkpoint for step {index}")
+
+
+MIB = 1 << 20
+
+
+def json_fingerprint(obj) -> str:
+    """sha256 of ``obj`` as canonical JSON (sorted keys): the same content, however it was formatted."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_fingerprint(path: str) -> str:
+    """A fast fingerprint of a local file: its size and the sha256 of its first and last MiB (the whole
+    file when it is at most 2 MiB). Checkpoints are hundreds of MB, so hashing all of it on every
+    --resume would cost seconds to minutes; a replaced or re-saved checkpoint changes its size or its
+    header and tail (the zip directory at the end of a torch.save file) in practice, but an edit of a
+    middle byte only would go unnoticed."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= 2 * MIB:
+            h.update(f.read())
+        else:
+            h.update(f.read(MIB))
+            f.seek(size - MIB)
+            h.update(f.read(MIB))
+    return f"size{size}:head-tail-sha256:{h.hexdigest()}"
 
 
 def step_dir(run_dir: str, index: int) -> str:

@@ -22,7 +22,7 @@ FLAG_GROUPS = {
     ],
     "execution and outputs": [
         "workers", "seed", "device", "threads", "name", "logs", "report_to", "log_every", "chunk_iterations",
-        "save_every_s", "shuffle_buffer", "progress", "step_cache",
+        "save_every_s", "shuffle_buffer", "memory_limit_mb", "progress", "step_cache",
     ],
 }
 NOT_SETTINGS = ("func", "command", "config", "resume", "method_param")
@@ -78,7 +78,7 @@ def run(args) -> int:
         if ignored:
             print(f"ticlip train: note: --resume uses the run's saved config; ignoring {', '.join(ignored)}",
                   file=sys.stderr)
-    info = train_run(cfg, resume=args.resume)
+    info = train_run(cfg, resume=args.resume, given=given)
     done = sum(1 for s in info.steps if s.finished)
     print(f"run {info.name}: {done} step(s) trained; checkpoints under "
           f"{cfg.logs}/{info.name}/steps/<index>/checkpoint.pt")

@@ -285,16 +285,50 @@ def _relative_compute(run: PlannedRun, steps: int = 8) -> float:
     return sum(method.compute_multiplier(t) for t in range(steps))
 
 
+def _run_works(runs: list[PlannedRun]):
+    """Every run's planned iterations per step (the budget's plan: Oracle's larger steps, const-cosine's
+    trunk), for the progress display (``ticlip.progress``)."""
+    from ticlip.data.stream import TimeStream
+    from ticlip.progress import RunWork, StepWork
+    from ticlip.train.run import check_run
+
+    streams: dict[str, Any] = {}
+    works = []
+    for run in runs:
+        stream = streams.get(run.config.stream)
+        if stream is None:
+            stream = streams[run.config.stream] = TimeStream.load(run.config.stream)
+        checked = check_run(run.config, stream)
+        steps = []
+        for t in checked.indices:
+            iterations = checked.budget.plan_step(checked.method, t, schedule=checked.schedule, stream=stream).iterations
+            continues = checked.budget.next_step_continues(checked.method, t, stream)
+            steps.append(StepWork(t, stream.steps[t].label, iterations,
+                                  checked.schedule.extra_iterations(iterations, continues)))
+        works.append(RunWork(run.name, run.run_dir, steps, len(stream.steps)))
+    return works
+
+
+def _show_progress(runs: list[PlannedRun]) -> bool:
+    """The experiment's ``train.progress`` setting (default true) turns the live display on or off."""
+    return all(r.config.progress for r in runs)
+
+
 def _train_subprocesses(runs: list[tuple[PlannedRun, bool]], parallel: int, log) -> list[str]:
     """Train runs in up to ``parallel`` child processes (``ticlip train --config``), CPU threads split
-    evenly; the most expensive runs (oracle's t×C) start first so the processes finish together."""
-    from tqdm import tqdm
+    evenly; the most expensive runs (oracle's t×C) start first so the processes finish together.
+
+    The children's output goes to ``LOGS/.NAME.log``; the terminal shows one line per active run and an
+    overall bar with an ETA, read from the files the children write (``ticlip.progress``)."""
+    from ticlip.progress import TrainingProgress
 
     threads = max(1, (os.cpu_count() or 1) // parallel)
     pending = sorted(runs, key=lambda item: -_relative_compute(item[0]))
     active: list[tuple[PlannedRun, subprocess.Popen, Any]] = []
     failed = []
-    bar = tqdm(total=len(pending), desc=f"training ({parallel} processes)", unit="run", file=sys.stderr)
+    shown = _show_progress([r for r, _ in runs])
+    progress = TrainingProgress(_run_works([r for r, _ in pending]), desc=f"training ({parallel} processes)",
+                                slots=min(parallel, len(pending)), enabled=shown)
     try:
         while pending or active:
             while pending and len(active) < parallel:
@@ -308,7 +342,7 @@ def _train_subprocesses(runs: list[tuple[PlannedRun, bool]], parallel: int, log)
                 env = dict(os.environ, OMP_NUM_THREADS=str(threads))
                 logf = open(os.path.join(run.config.logs, f".{run.name}.log"), "ab")
                 active.append((run, subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT), logf))
-                bar.set_postfix_str(", ".join(r.name for r, _, _ in active))
+            progress.poll([r.name for r, _, _ in active])
             time.sleep(0.5)
             for item in list(active):
                 run, proc, logf = item
@@ -316,19 +350,58 @@ def _train_subprocesses(runs: list[tuple[PlannedRun, bool]], parallel: int, log)
                     continue
                 logf.close()
                 active.remove(item)
-                bar.update(1)
                 if proc.returncode != 0:
                     failed.append(run.name)
-                    bar.write(f"  {run.name} FAILED (exit {proc.returncode}); see {logf.name}")
+                    progress.drop(run.name)
+                    progress.write(f"  {run.name} FAILED (exit {proc.returncode}); see {logf.name}")
                 else:
-                    bar.write(f"  {run.name} trained")
+                    progress.write(f"  {run.name} trained")
+        progress.poll([], force=True)
     except BaseException:
         for _, proc, _ in active:  # an interrupted experiment leaves resumable runs, not orphans
             proc.terminate()
         raise
     finally:
-        bar.close()
+        progress.close()
     return failed
+
+
+def _train_in_order(runs: list[tuple[PlannedRun, bool]], log) -> None:
+    """Train runs one after the other in this process; with ``train.progress`` on, a background thread
+    shows the run's step progress and the overall bar (the trainer's own bar is off meanwhile, and its
+    lines are printed above the display)."""
+    import threading
+
+    from ticlip.progress import TrainingProgress
+
+    if not _show_progress([r for r, _ in runs]):
+        for i, (r, resume) in enumerate(runs, 1):
+            log(f"[{i}/{len(runs)}] training {r.name}{' (resuming)' if resume else ''}")
+            _train_in_process(r, resume)
+        return
+    progress = TrainingProgress(_run_works([r for r, _ in runs]), desc="training", slots=1)
+    current: list[str] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            progress.poll(list(current))
+
+    thread = threading.Thread(target=poll, name="ticlip-progress", daemon=True)
+    thread.start()
+    try:
+        for i, (r, resume) in enumerate(runs, 1):
+            progress.write(f"[{i}/{len(runs)}] training {r.name}{' (resuming)' if resume else ''}")
+            current[:] = [r.name]
+            with progress.display.redirect_stderr():
+                _train_in_process(PlannedRun(r.name, r.config.replace(progress=False)), resume)
+            current[:] = []
+            progress.write(f"  {r.name} trained")
+    finally:
+        stop.set()
+        thread.join()
+        progress.poll([], force=True)
+        progress.close()
 
 
 @dataclass
@@ -347,11 +420,22 @@ def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None =
                    train: bool = True, evaluate: bool = True, report: bool = True,
                    source: str | None = None) -> ExperimentResult:
     """Build (if needed) → train every run of the sweep → evaluate → report; returns what happened.
-    ``source`` names the experiment in error messages (its YAML file)."""
-    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
-    t0 = time.time()
+    ``source`` names the experiment in error messages (its YAML file). Every section is validated
+    first; then the experiment directory's lock is held to the end (a second ``ticlip run`` of the
+    same experiment is refused at once). Each run's trainer locks that run's own directory."""
+    from ticlip.locking import DirLock
+
     source = source or f"experiment {exp.name}"
     runs = validate_experiment(exp, source)  # every section, before anything is written
+    with DirLock(exp.out_dir, what="experiment"):
+        return _run_experiment(exp, log=log, train=train, evaluate=evaluate, report=report, source=source,
+                               runs=runs)
+
+
+def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None, train: bool, evaluate: bool,
+                    report: bool, source: str, runs: list[PlannedRun]) -> ExperimentResult:
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    t0 = time.time()
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
     built = not _stream_exists(exp.stream)
     stream = ensure_stream(exp.stream, log)
@@ -372,22 +456,26 @@ def run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None =
         if exp.parallel > 1 and len(todo) > 1:
             failed = _train_subprocesses(todo, exp.parallel, log)
         else:
-            for i, (r, resume) in enumerate(todo, 1):
-                log(f"[{i}/{len(todo)}] training {r.name}{' (resuming)' if resume else ''}")
-                _train_in_process(r, resume)
+            _train_in_order(todo, log)
     done_runs = [r for r in runs if r.name not in failed and run_state(r) == "finished"]
     if ecfg is not None:
         from ticlip.eval.runner import evaluate_run
 
+        from ticlip.progress import EvalProgress
+
         for i, r in enumerate(done_runs, 1):
             log(f"[{i}/{len(done_runs)}] evaluating {r.name}")
-            evaluate_run(r.run_dir, ecfg, log=lambda s: None)
+            progress, t_eval = EvalProgress(enabled=_show_progress(runs), desc=f"evaluating {r.name}"), time.time()
+            outcome = evaluate_run(r.run_dir, ecfg, log=lambda s: None, progress=progress)
+            if outcome.evaluated:
+                log(f"  {r.name}: {outcome.evaluated} results in {time.time() - t_eval:.1f} s ({progress.summary()})")
     report_path = None
     table = ""
     run_dirs = [r.run_dir for r in done_runs]
     if report and exp.report and run_dirs:
         from ticlip.report import write_report
 
+        log(f"writing the report over {len(run_dirs)} runs ...")
         out = write_report(run_dirs, exp.out_dir, title=f"ticlip experiment {exp.name}")
         report_path = out.html
         with open(out.markdown, encoding="utf-8") as f:

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     e.add_argument("--stream", help="stream directory or stream.json for --checkpoint")
     e.add_argument("--out", help="output directory for --checkpoint (default evals/<checkpoint name>)")
     e.add_argument("--list-tasks", action="store_true", help="print the task table and exit")
+    e.add_argument("--no-progress", action="store_true",
+                   help="no progress display on stderr (models, tasks, images+texts encoded per second)")
     e.set_defaults(func=run_eval)
 
     m = subparsers.add_parser(
@@ -68,6 +70,8 @@ def run_eval(args) -> int:
     from ticlip.eval.metrics import json_safe
     from ticlip.eval.runner import evaluate_checkpoint, evaluate_run
     from ticlip.eval.tasks import load_tasks
+    from ticlip.locking import DirLock
+    from ticlip.progress import EvalProgress
 
     if args.list_tasks:
         for t in load_tasks(getattr(args, "task_file", None)).values():
@@ -75,6 +79,7 @@ def run_eval(args) -> int:
             print(f"{t.name:32s} {t.kind:24s} {where:16s} {'' if t.default else '(not default) '}{t.description}")
         return 0
     config = config_from_args(args)
+    progress = EvalProgress(enabled=not args.no_progress)
     outside = [f for f, v in (("--model", args.model), ("--stream", args.stream), ("--out", args.out)) if v]
     if args.checkpoint:
         if args.run:
@@ -83,13 +88,20 @@ def run_eval(args) -> int:
             raise TiclipError("--checkpoint needs --model NAME (e.g. ViT-B-16) and --stream DIR")
         if config.steps is not None:
             raise TiclipError("--steps applies to runs, not to --checkpoint")
-        outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, args.out, config, log=_log)
+        out = args.out or os.path.join("evals", os.path.splitext(os.path.basename(args.checkpoint))[0])
+        with DirLock(out, what="evaluation"):  # one writer per output directory
+            outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, out, config, log=_log,
+                                          progress=progress)
     else:
         if not args.run:
             raise TiclipError("give a run directory (ticlip eval RUN) or --checkpoint PATH --model NAME --stream DIR")
         if outside:
             raise TiclipError(f"{', '.join(outside)} apply to --checkpoint; a run names its own model and stream")
-        outcome = evaluate_run(args.run, config, log=_log)
+        if not os.path.isdir(args.run):
+            raise TiclipError(f"no run directory {args.run}")
+        # it writes results into the run: one writer at a time (not while it trains, not two evaluations)
+        with DirLock(args.run, what="run", create=False):
+            outcome = evaluate_run(args.run, config, log=_log, progress=progress)
     report = {
         "out_dir": outcome.out_dir,
         "evaluated": outcome.evaluated,

@@ -88,20 +88,25 @@ def _autocast(device: str):
 
 
 @torch.inference_mode()
-def encode_pixels(model, pixels: torch.Tensor, *, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
-    """Normalised image features (float32, on CPU) of preprocessed pixels, in batches."""
+def encode_pixels(model, pixels: torch.Tensor, *, batch_size: int = 256, device: str = "cpu",
+                  on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Normalised image features (float32, on CPU) of preprocessed pixels, in batches
+    (``on_batch(n)`` after each batch of ``n``: progress)."""
     model.eval()
     out = []
     with _autocast(device):
         for i in range(0, len(pixels), batch_size):
             x = pixels[i : i + batch_size].to(device, non_blocking=True)
             out.append(F.normalize(model.encode_image(x).float(), dim=-1).cpu())
+            if on_batch is not None:
+                on_batch(len(x))
     return torch.cat(out)
 
 
 @torch.inference_mode()
 def encode_image_dataset(
-    model, dataset: Iterable, transform: Callable | None, *, batch_size: int = 256, device: str = "cpu", workers: int = 0
+    model, dataset: Iterable, transform: Callable | None, *, batch_size: int = 256, device: str = "cpu", workers: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, list[Any] | None]:
     """Features of a (map-style or iterable) dataset yielding images or (image, label) pairs,
     streamed through a DataLoader (``workers`` processes decode and transform). Returns
@@ -117,20 +122,25 @@ def encode_image_dataset(
             else:
                 x = batch
             feats.append(F.normalize(model.encode_image(x.to(device)).float(), dim=-1).cpu())
+            if on_batch is not None:
+                on_batch(len(x))
     if not feats:
         raise ValueError("the dataset yielded no images")
     return torch.cat(feats), (labels or None)
 
 
 @torch.inference_mode()
-def encode_texts(model, tokenizer: Callable, texts: Sequence[str], *, batch_size: int = 256, device: str = "cpu") -> torch.Tensor:
-    """Normalised text features (float32, on CPU), in batches."""
+def encode_texts(model, tokenizer: Callable, texts: Sequence[str], *, batch_size: int = 256, device: str = "cpu",
+                 on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Normalised text features (float32, on CPU), in batches (``on_batch(n)`` after each)."""
     model.eval()
     out = []
     with _autocast(device):
         for i in range(0, len(texts), batch_size):
             tokens = tokenizer(list(texts[i : i + batch_size])).to(device)
             out.append(F.normalize(model.encode_text(tokens).float(), dim=-1).cpu())
+            if on_batch is not None:
+                on_batch(len(tokens))
     return torch.cat(out)
 
 

@@ -118,6 +118,7 @@ class Evaluator:
             t0 = time.perf_counter()
             self.progress.start_model(model.label, runnable.index(model) + 1, len(runnable))
             records = self._evaluate_shared(model, todo) if self.shared else self._evaluate_model(model, todo)
+            self.progress.finish_model(len(records))  # results copied from an identical checkpoint count too
             outcome.models_loaded += 1
             outcome.evaluated += len(records)
             for rec in records:

@@ -26,8 +26,17 @@ COMMAND_MODULES = [
 ]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``ticlip train: error: ... (see ticlip train --help)``)
+    instead of the usage block and the error; subcommand parsers inherit the class."""
+
+    def error(self, message: str):
+        message = " ".join(str(message).split())
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="ticlip",
         description="Time-continual training and evaluation of CLIP models.",
     )

@@ -217,7 +217,7 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
     (every run's TrainConfig, its model name and --init file), methods and their parameters, eval
     (settings and task names), report. Any error is a ConfigError naming the section and key."""
     from ticlip.methods import check_method_params, list_methods
-    from ticlip.models import model_config
+    from ticlip.models import check_init_checkpoint, model_config
 
     if not _stream_exists(exp.stream):
         if not exp.stream.source:
@@ -237,9 +237,13 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
             model_config(model)
         except TiclipError as e:
             raise ConfigError(f"{source}: train.model: {e}") from None
-    for init in sorted({r.config.init for r in runs if r.config.init}):
+    for init, model in sorted({(r.config.init, r.config.model) for r in runs if r.config.init}):
         if not os.path.exists(init):
             raise ConfigError(f"{source}: train.init: checkpoint {init} does not exist")
+        try:  # loads (weights only) and fits the model: before the stream is built or anything trains
+            check_init_checkpoint(init, model)
+        except TiclipError as e:
+            raise ConfigError(f"{source}: train.init: {e}") from None
     if exp.eval_enabled:
         eval_config(exp, source)
     if _stream_exists(exp.stream):

@@ -112,7 +112,8 @@ def build_stream_from(
 
     ``name`` defaults to the request's; ``workers`` processes decode and encode images (None: 1, in
     this process; the output does not depend on it). A finished build with the same request leaves
-    ``out`` as it is; another configuration raises BuildError unless ``overwrite``."""
+    ``out`` as it is; another configuration raises BuildError unless ``overwrite``. The build holds
+    ``out``'s lock (``ticlip.locking.DirLock``): a second build into ``out`` fails at once."""
     if isinstance(request_or_source, BuildRequest):
         if build is not None or options is not None:
             raise TypeError("build_stream_from: give build= and options= to check_build_request, not with a request")
@@ -120,9 +121,12 @@ def build_stream_from(
     else:
         request = check_build_request(request_or_source, build, options, where=where)
     records = request.records()
-    return build_stream(records, out, request.config, name=name or request.name, source=request.source,
-                        source_params=request.source_params, progress=progress, workers=workers or 1,
-                        overwrite=overwrite)
+    from ticlip.locking import DirLock
+
+    with DirLock(out, what="stream"):  # one builder per output directory (a second one is refused at once)
+        return build_stream(records, out, request.config, name=name or request.name, source=request.source,
+                            source_params=request.source_params, progress=progress, workers=workers or 1,
+                            overwrite=overwrite)
 
 
 def _mapping(value: Any, where: str) -> Mapping:

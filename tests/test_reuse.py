@@ -70,6 +70,7 @@ def test_a_second_method_reuses_step_0_bit_identically(trained):
     # step 1 of cumulative-all replays step 0's data: another training, trained and keyed here
     assert "reused_from" not in s1 and not s1["step_cache"]["reused"] and s1["step_cache"]["key"]
     assert "step_cache" not in step_json(ref, 0)  # no cache configured: nothing recorded
+    assert s0["facts"] == step_json(ref, 0)["facts"]  # the data path the reused training read, too
     for t in (0, 1):  # step 1 trains on from the reused weights and RNG states: still bit-identical
         assert same_weights(cum, ref, t), f"step {t}"
         assert losses(cum, t) == losses(ref, t)

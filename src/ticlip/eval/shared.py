@@ -85,17 +85,27 @@ def source_digest(package_dir: str, parts: list[str]) -> str:
     return h.hexdigest()
 
 
-@functools.lru_cache(maxsize=1)
-def eval_code_version() -> dict:
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # src/ticlip
+
+
+def versions() -> dict:
+    """ticlip's (as installed), torch's and open_clip's versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import open_clip
     import torch
 
-    import ticlip
+    try:
+        ours = version("ticlip")
+    except PackageNotFoundError:  # run from a source tree: the source digest tells versions apart
+        ours = "unknown"
+    return {"ticlip": ours, "torch": torch.__version__, "open_clip": getattr(open_clip, "__version__", "?")}
 
-    pkg = os.path.dirname(os.path.abspath(ticlip.__file__))
-    return {"ticlip": ticlip.__version__, "torch": torch.__version__,
-            "open_clip": getattr(open_clip, "__version__", "?"),
-            "sources": source_digest(pkg, ["eval", "models.py", "data/", "model_configs"])}
+
+@functools.lru_cache(maxsize=1)
+def eval_code_version() -> dict:
+    """The versions and a digest of the sources a result depends on."""
+    return {**versions(), "sources": source_digest(PACKAGE_DIR, ["eval", "models.py", "data/", "model_configs"])}
 
 
 @functools.lru_cache(maxsize=64)
@@ -209,5 +219,5 @@ def _read_json(path: str) -> dict | None:
         return None
 
 
-__all__ = ["IGNORED_EVAL_SETTINGS", "SharedResults", "checkpoint_digest", "eval_code_version", "json_digest",
-           "source_digest", "tensor_digest"]
+__all__ = ["IGNORED_EVAL_SETTINGS", "PACKAGE_DIR", "SharedResults", "checkpoint_digest", "eval_code_version", "json_digest",
+           "source_digest", "tensor_digest", "versions"]

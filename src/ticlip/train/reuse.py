@@ -56,7 +56,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from ticlip.atomic import torch_save_atomic, write_text_atomic
-from ticlip.eval.shared import json_digest, source_digest, tensor_digest
+from ticlip.eval.shared import PACKAGE_DIR, json_digest, source_digest, tensor_digest, versions
 
 CACHE_FORMAT = 1
 LOCK_WAIT_S = 6 * 3600.0  # how long a run waits for another process training the same step
@@ -81,15 +81,8 @@ def digest(obj: Any) -> str:
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict:
     """ticlip's, torch's and open_clip's versions and a digest of the sources that shape training."""
-    import open_clip
-    import torch
-
-    import ticlip
-
-    pkg = os.path.dirname(os.path.abspath(ticlip.__file__))
-    return {"ticlip": ticlip.__version__, "torch": torch.__version__,
-            "open_clip": getattr(open_clip, "__version__", "?"),
-            "sources": source_digest(pkg, ["train", "methods", "data/", "models.py", "config.py", "model_configs"])}
+    return {**versions(), "sources": source_digest(PACKAGE_DIR, ["train", "methods", "data/", "models.py", "config.py",
+                                                                 "model_configs"])}
 
 
 def with_tensor_digests(obj: Any) -> Any:
@@ -326,6 +319,7 @@ class StepReuse:
             "loop": tr.loop_state.to_dict(),
             "log": lines,
             "rng": capture_rng(),
+            "data_path": getattr(tr, "data_path", None) or "",
             "source": {"run": run.info.name, "run_dir": os.path.abspath(run.run_dir), "step": tr.t,
                        "label": tr.label},
         }

@@ -188,6 +188,8 @@ class StepTrainer:
                 run.tb.offset = self.tb_offset
                 run.tb(record)
         restore_rng(entry["rng"])
+        if entry.get("data_path"):  # where the reused training read its batches
+            self.data_path = entry["data_path"]
         self.phase = "end"
 
     def record_reuse(self) -> None:

@@ -152,7 +152,7 @@ def read_checkpoint(path: str, map_location: Any = "cpu", what: str = "checkpoin
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        needs = _needs_unpickling(str(e))
+        needs = _needs_unpickling(str(e), _starts_like_pickle(path))
         if needs:
             raise CheckpointError(
                 f"{what} {path} needs arbitrary unpickling ({needs}), which can run code, so ticlip refuses "
@@ -164,14 +164,25 @@ def read_checkpoint(path: str, map_location: Any = "cpu", what: str = "checkpoin
         raise _truncated(path, what, e) from None
 
 
-def _needs_unpickling(message: str) -> str | None:
-    """The global a weights-only load refused (torch names it "Unsupported global: GLOBAL x.y")."""
+def _needs_unpickling(message: str, pickle_file: bool) -> str | None:
+    """What a weights-only load refused: a global (torch names it "Unsupported global: GLOBAL x.y"),
+    or, in a file that starts as a pickle does, an opcode torch's format never uses."""
     for line in message.splitlines():
         if "Unsupported global" in line or "Unsupported class" in line:
             return line.split("GLOBAL", 1)[-1].strip().split(" was ")[0].strip() or "a Python object"
-        if "Unsupported operand" in line:  # a raw pickle (protocol 4/5 framing) rather than torch.save's format
+        if "Unsupported operand" in line and pickle_file:  # a raw pickle (protocol 4/5 framing)
             return f"a raw pickle: {line.strip()}"
     return None
+
+
+def _starts_like_pickle(path: str) -> bool:
+    """Whether the file starts with a pickle protocol 2-5 header (b"\\x80" and the protocol)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5
 
 
 def _truncated(path: str, what: str, e: Exception) -> CheckpointError:
@@ -269,12 +280,12 @@ def plain_checkpoint(obj: Any, where: str = "") -> Any:
     import numpy as np
     import torch
 
-    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
-        return obj
+    if isinstance(obj, np.generic):  # before the plain types: np.float64 is a float subclass
+        return obj.item()
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(np.array(obj, dtype=np.int64 if obj.dtype.kind == "u" else obj.dtype))
-    if isinstance(obj, np.generic):
-        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor, torch.dtype, torch.device)):
+        return obj
     if isinstance(obj, dict):
         return {k: plain_checkpoint(v, f"{where}/{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -190,15 +190,43 @@ def tar_samples(skipped: SkipCount | None = None, select_files: Callable[[str], 
     """A webdataset stage: shard URLs (``{"url": ...}``) to raw samples, like
     ``wds.tarfile_to_samples`` but opening shards with ``open_shard`` and skipping (and counting in
     ``skipped``) shards that cannot be opened or read to the end (a truncated tar)."""
-    from webdataset.tariterators import group_by_keys, tar_file_expander
+    from webdataset.tariterators import group_by_keys
 
     handler = _CountingHandler(skipped, "unreadable shard")
 
     def stage(src: Iterable[dict]) -> Iterator[dict]:
-        files = tar_file_expander(_open_shards(src, handler), handler=handler, select_files=select_files)
-        return group_by_keys(files, handler=handler)
+        return group_by_keys(_expand(_open_shards(src, handler), handler, select_files), handler=handler)
 
     return stage
+
+
+def _expand(sources: Iterable[dict], handler: "_CountingHandler", select_files) -> Iterator[dict]:
+    """The files of each opened shard, then webdataset's end-of-shard marker ``{}``. Written out
+    rather than ``webdataset.tariterators.tar_file_expander`` so that a truncated shard counts once
+    (webdataset's calls its handler both inside and around the tar reader for one bad shard)."""
+    from webdataset.tariterators import tar_file_iterator
+
+    for source in sources:
+        failed: list[Exception] = []
+
+        def stop(exn: Exception) -> bool:  # a bad member: stop reading this shard, count it below
+            failed.append(exn)
+            return False
+
+        try:
+            for sample in tar_file_iterator(source["stream"], handler=stop, select_files=select_files):
+                sample["__url__"] = source["url"]
+                yield sample
+        except Exception as exn:  # noqa: BLE001 - a tar header cut short: the shard's rest is unreadable
+            failed.append(exn)
+        finally:
+            close = getattr(source["stream"], "close", None)
+            if close is not None:
+                close()
+        if failed:
+            failed[0].args = failed[0].args + (source["url"],)
+            handler(failed[0])
+        yield {}  # end of shard: no sample spans two shards
 
 
 def decode_or_skip(decode: Callable[[dict], Any], skipped: SkipCount | None = None):

@@ -116,7 +116,7 @@ def _from_number(v) -> dt.datetime:
     try:
         return dt.datetime(1970, 1, 1) + dt.timedelta(seconds=f)
     except OverflowError:
-        raise TimestampError(f"unix seconds out of range: {v!r}") from None
+        raise TimestampOutOfRange(f"unix seconds out of range: {v!r}") from None
 
 
 def check_granularity(granularity: str) -> str:

@@ -19,6 +19,8 @@ from PIL import Image
 from torchvision import transforms as T
 
 RGB = tuple[int, int, int]
+TRAIN_SCALE = (0.7, 1.0)  # make_train_transform's glyph scale / crop area range (ticlip.data.tensor_augment too)
+TRAIN_JITTER = 0.2  # and its brightness/contrast/saturation jitter
 
 
 def openai_mean_std() -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -134,8 +136,8 @@ def make_train_transform(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     background="random",
-    scale: Sequence[float] = (0.7, 1.0),
-    jitter: float = 0.2,
+    scale: Sequence[float] = TRAIN_SCALE,
+    jitter: float = TRAIN_JITTER,
 ) -> T.Compose:
     """PIL image -> normalised (3, image_size, image_size) tensor, randomly augmented.
 
@@ -183,6 +185,8 @@ def composite(image: Image.Image, background: Sequence[int] = (255, 255, 255)) -
 __all__ = [
     "PlaceOnBackground",
     "RandomBackground",
+    "TRAIN_JITTER",
+    "TRAIN_SCALE",
     "composite",
     "has_alpha",
     "make_eval_transform",

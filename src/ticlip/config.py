@@ -74,16 +74,20 @@ class TrainConfig(Schema):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (1 is fastest on a busy "
                                                         "machine; default torch's)")
     shuffle_buffer: int = Field(1000, ge=0, description="samples in the shuffle buffer")
+    memory_limit_mb: float = Field(1024.0, ge=0, description="train from memory (images decoded once, tensor "
+                                                             "augmentation) when a step's pairs fit in this many "
+                                                             "MB per process; 0: always read the webdataset "
+                                                             "shards (docs/TRAINING.md)")
     chunk_iterations: int = Field(50, gt=0, description="iterations per seeded data chunk, i.e. between resume "
                                                         "points")
     save_every_s: float = Field(120.0, ge=0, description="write resumable state at most this often, in seconds")
+    step_cache: str | None = Field(None, description="directory of a cache of step trainings shared by runs: a "
+                                                     "step whose result is fully determined by the same inputs "
+                                                     "is trained once and reused (docs/TRAINING.md); none: off")
 
     # outputs
     name: str | None = Field(None, description="run name (default <stream>-<method>-<model>-seed<seed>)")
     logs: str = Field("runs", description="directory holding runs")
-    step_cache: str | None = Field(None, description="directory of a cache of step trainings shared by runs: a "
-                                                     "step whose result is fully determined by the same inputs "
-                                                     "is trained once and reused (docs/TRAINING.md); none: off")
     report_to: Literal["", "tensorboard"] = Field("", description="also log to 'tensorboard' (needs the "
                                                                   "tensorboard package)")
     log_every: int = Field(1, gt=0, description="JSONL log line every N iterations (the last is always logged)")

@@ -434,8 +434,9 @@ class StepTrainer:
         if not isinstance(outcome, StepOutcome):
             raise TypeError(f"{type(method).__name__}.end_step must return a StepOutcome, got {type(outcome).__name__}")
         facts = dict(outcome.facts)
-        if getattr(self, "data_path", None):  # where this process's training read its batches
-            facts["data_path"] = self.data_path
+        data_path = getattr(self, "data_path", None) or self.resumed_data_path  # where training read its batches
+        if data_path:
+            facts["data_path"] = data_path
         if outcome.cost is not None:
             self.extra_macs = outcome.cost.end_macs(self.run_ctx.macs_per_pair)
             facts["extra_macs"] = self.extra_macs

@@ -464,13 +464,15 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
     done_runs = [r for r in runs if r.name not in failed and run_state(r) == "finished"]
     if ecfg is not None:
         from ticlip.eval.runner import evaluate_run
+        from ticlip.locking import DirLock
 
         from ticlip.progress import EvalProgress
 
         for i, r in enumerate(done_runs, 1):
             log(f"[{i}/{len(done_runs)}] evaluating {r.name}")
             progress, t_eval = EvalProgress(enabled=_show_progress(runs), desc=f"evaluating {r.name}"), time.time()
-            outcome = evaluate_run(r.run_dir, ecfg, log=lambda s: None, progress=progress)
+            with DirLock(r.run_dir, what="run", create=False):  # as `ticlip eval RUN`: one writer per run
+                outcome = evaluate_run(r.run_dir, ecfg, log=lambda s: None, progress=progress)
             if outcome.evaluated:
                 log(f"  {r.name}: {outcome.evaluated} results in {time.time() - t_eval:.1f} s ({progress.summary()})")
     report_path = None

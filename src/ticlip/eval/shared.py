@@ -154,7 +154,9 @@ class SharedResults:
         if not os.path.exists(path):
             return None
         root = read_yaml_mapping(path).get("step_cache")
-        return cls(str(root), evaluator) if root else None
+        # a relative cache path is relative to where the run was trained; from elsewhere it is not
+        # there, and nothing is shared (rather than starting a stray cache)
+        return cls(str(root), evaluator) if root and os.path.isdir(str(root)) else None
 
     def result_facts(self, ref, spec, j: int | None) -> dict | None:
         ckpt = checkpoint_digest(ref.checkpoint)

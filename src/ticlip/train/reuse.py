@@ -285,6 +285,7 @@ class StepReuse:
         root = getattr(cfg, "step_cache", None)
         if not root:
             return None
+        os.makedirs(root, exist_ok=True)  # also where evaluation shares results (ticlip.eval.shared)
         if trainer.resumed_phase is not None or trainer.phase != "main":
             return cls(trainer, None, None, "not cached: resumed from a saved state")
         facts, why = step_facts(trainer)

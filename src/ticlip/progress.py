@@ -147,7 +147,7 @@ class StatusDisplay:
             from tqdm import tqdm
 
             self._head = tqdm(total=max(self.total, 1e-9), desc=desc, file=self.file, position=0, leave=True,
-                              dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+                              dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}|")
             self._bars = [tqdm(total=0, file=self.file, position=i + 1, leave=False, dynamic_ncols=True,
                                bar_format="{desc}") for i in range(slots)]
 
@@ -185,9 +185,9 @@ class StatusDisplay:
     def _draw_bars(self) -> None:
         head = self._head
         head.n = min(self.done, head.total)
-        head.set_postfix_str(f"{self.done:.0f}/{self.total:.0f} {self.unit} "
-                             f"[{format_duration(self.clock() - self.started)}<{format_duration(self.eta())}]",
-                             refresh=False)
+        text = (f"{self.done:.0f}/{self.total:.0f} {self.unit} "
+                f"[{format_duration(self.clock() - self.started)}<{format_duration(self.eta())}]")
+        head.bar_format = "{desc}: {percentage:3.0f}%|{bar}| " + text.replace("{", "{{").replace("}", "}}")
         head.refresh()
         for i, bar in enumerate(self._bars):
             bar.set_description_str(self.lines[i] if i < len(self.lines) else "", refresh=True)

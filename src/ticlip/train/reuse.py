@@ -10,7 +10,9 @@ the model's tensors after ``train()`` and before the method's ``end_step`` (so E
 patching's interpolation and every other end hook still run per method), the ``LoopState`` (pairs
 seen, MACs, losses), the step's ``train_log.jsonl`` lines, and the global RNG states after training
 (torch, python ``random`` and numpy, as tensors, lists and numbers), so the run that reuses the
-result continues exactly as if it had trained the step itself. ``<key>.json`` next to it lists the
+result continues exactly as if it had trained the step itself. (Both data paths re-seed the RNGs
+they use per chunk, and the next step's model creation re-seeds torch, so today nothing downstream
+reads these states; restoring them keeps that true for whatever reads them later.) ``<key>.json`` next to it lists the
 facts the key was made from, for people looking into the cache.
 
 The key is a digest of everything the training result depends on (``step_facts``):
@@ -26,8 +28,8 @@ The key is a digest of everything the training result depends on (``step_facts``
   only guards against an unseen consumer of the global RNG), the thread count and the device;
 - the step index, the plan (init, typed sources with weights and pair counts, the subset seed), the
   stream's fingerprint (a digest of its manifest, and of a pool stream's manifest);
-- the iterations, the resolved schedule of the step, MACs per pair and the extra forward passes per
-  pair the loop charges;
+- the iterations, the resolved schedule of the step, MACs per pair, the extra forward passes per pair
+  the loop charges and the step's allotted MACs (the log's "budget used");
 - every ``TrainConfig`` setting except those that cannot change the training result
   (``IGNORED_SETTINGS``: names, paths, the budget's spelling, the method's name, progress output...),
   so a setting added later is part of the key until someone decides it is not;
@@ -183,6 +185,7 @@ def step_facts(trainer) -> tuple[dict | None, str]:
         "schedule": trainer.sched.to_dict(),
         "macs_per_pair": run.macs_per_pair,
         "extra_forward_passes_per_pair": trainer.budget.cost.extra_forward_passes_per_pair,
+        "allotted_macs": trainer.budget.allotted_macs,  # the log's "budget used"
         "chunk": trainer.chunk,
         "settings": settings,
         "method_training": method_key,

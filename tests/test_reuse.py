@@ -129,6 +129,27 @@ def test_training_keys_of_the_methods():
     assert Hooked().training_key(0) == {"method": "hooked", "params": {}}
 
 
+def test_every_method_trains_step_0_alike_so_the_demo_trains_it_once():
+    """What the key takes from the method (plan, budget, training key) is the same for every method's
+    step 0; the rest comes from the shared settings and the seed."""
+    from ticlip.methods import list_methods
+    from ticlip.train.budget import Budget
+    from ticlip.train.buffers import with_run_seed
+    from ticlip.train.reuse import digest
+
+    sizes = [300, 200, 250]
+    budget = Budget(1e12, len(sizes), 1e6, 128)
+    seen = {}
+    for name in list_methods():
+        method = get_method(name)
+        b = budget.plan_step(method, 0)
+        seen[name] = digest([with_run_seed(method.plan(0, sizes), 0).to_dict(), b.iterations, b.allotted_macs,
+                             b.cost.extra_forward_passes_per_pair, method.training_key(0)])
+    assert len(set(seen.values())) == 1, seen
+    lwf = get_method("lwf")  # ... and not step 1 of a method whose training differs
+    assert digest(lwf.training_key(1)) != digest(get_method("sequential").training_key(1))
+
+
 def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     import random
 

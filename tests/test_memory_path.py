@@ -173,3 +173,35 @@ def test_the_default_limit_holds_the_demo_stream_not_a_large_one():
     emoji = 3773 * bytes_per_pair(32, 32)  # every pair of the emoji stream, ticlip-tiny-32
     tic_step = 100_000 * bytes_per_pair(224, 77)  # a small TiC step for ViT-B-16 (they hold millions)
     assert emoji < limit < tic_step
+
+
+def test_a_step_with_an_unreadable_image_stays_on_the_webdataset_path(toy_stream, tokenizer, tmp_path):
+    """The webdataset path skips and counts a corrupt sample; the memory path leaves such a step to it."""
+    import io
+    import tarfile
+
+    from ticlip.data.stream import TimeStream
+
+    src = toy_stream.train_urls(0)[0]
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(src) as tin, tarfile.open(bad, "w") as tout:
+        members = tin.getmembers()
+        first_png = next(m.name for m in members if m.name.endswith((".png", ".jpg")))
+        for m in members:
+            data = b"not an image" if m.name == first_png else tin.extractfile(m).read()
+            info = tarfile.TarInfo(m.name)
+            info.size = len(data)
+            tout.addfile(info, io.BytesIO(data))
+    data = toy_stream.to_dict()
+    for st in data["steps"]:
+        st["train"]["shards"] = [toy_stream.resolve(s) for s in st["train"]["shards"]]
+        st["eval"] = {k: {**v, "shards": [toy_stream.resolve(s) for s in v["shards"]]} for k, v in st["eval"].items()}
+        if st.get("validation"):
+            st["validation"]["shards"] = [toy_stream.resolve(s) for s in st["validation"]["shards"]]
+    data["steps"][0]["train"]["shards"][0] = str(bad)
+    (tmp_path / "stream.json").write_text(json.dumps(data), encoding="utf-8")
+    stream = TimeStream.load(str(tmp_path))
+    clear_store()
+    memory, why = memory_mixture(mixture(stream, tokenizer, steps=(0,), weights=(1.0,), counts=(None,)),
+                                 image_size=32, mean=None, std=None, limit_mb=1024)
+    assert memory is None and "could not be read" in why

@@ -142,13 +142,17 @@ def _decode(stream, st, keys: list[str], side: int, tokenizer) -> tuple[ImageCac
     """Decode the pairs ``keys`` of step ``st`` (read from the shards that hold them)."""
     import webdataset as wds
 
+    from ticlip.data.shards import decode_or_skip, tar_samples
     from ticlip.data.stream import decode_sample
 
     wanted = set(keys)
     holding = {p.shard for p in stream.train_index(st) if p.key in wanted}
     urls = [u for u in stream.train_urls(st) if u in holding]
-    pipe = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(),
-                            wds.select(lambda sample: sample.get("__key__") in wanted), wds.map(decode_sample))
+    # the webdataset path's readers: an unreadable shard or sample is left out here, and the caller then
+    # keeps the step on the webdataset path, which skips and counts it
+    pipe = wds.DataPipeline(wds.SimpleShardList(urls), tar_samples(),
+                            wds.select(lambda sample: sample.get("__key__") in wanted),
+                            decode_or_skip(decode_sample))
     found, images, captions = [], [], []
     for sample in pipe:
         found.append(sample["__key__"])
@@ -207,11 +211,14 @@ def memory_mixture(mixture: Any, *, image_size: int, mean: Sequence[float] | Non
         if not keys or len(set(keys)) != len(keys):
             return None, f"step {st.label!r} keeps no pair or repeats a key"
         picked.append((st, w, keys))
+    actual = sum(len(keys) for _, _, keys in picked) * per_pair
+    if actual > limit:  # the manifest's counts were low
+        return None, f"its pairs need about {actual / 2**20:.0f} MB, over memory_limit_mb {limit_mb:g}"
     sources = []
     for st, w, keys in picked:
         pairs = _pairs_of(stream, st, keys, side, mixture.tokenizer, fingerprint)
         if pairs is None:
-            return None, f"step {st.label!r}: its shards do not hold the pairs its index names"
+            return None, f"step {st.label!r}: some of its pairs could not be read from its shards"
         sources.append(MemorySource(st.label, pairs, torch.tensor([pairs.row[k] for k in keys]), float(w)))
     _trim_store({id(s.pairs) for s in sources}, limit)
     return MemoryMixture(sources, TensorAugment(image_size, mean=mean, std=std)), ""

@@ -81,6 +81,19 @@ def test_a_second_method_reuses_step_0_bit_identically(trained):
     assert [s["pairs_seen"] for s in info["steps"]] == [s["pairs_seen"] for s in ref_info["steps"]]
 
 
+def test_the_share_of_work_saved(trained):
+    from ticlip.train.reuse import work_saved
+
+    logs, _ = trained
+    runs = [str(logs / "seq"), str(logs / "cum")]
+    out = work_saved(runs)
+    infos = [json.load(open(os.path.join(r, "run.json"))) for r in runs]
+    total = sum(s["macs"] for info in infos for s in info["steps"])
+    assert out["steps"] == 4 and out["reused_steps"] == 1 and out["macs"] == total
+    assert out["reused_macs"] == step_json(logs / "cum", 0)["train_macs"] > 0
+    assert out["share"] == out["reused_macs"] / total
+
+
 def test_a_run_whose_training_differs_is_not_reused(toy_stream, trained):
     logs, cache = trained
     train_run(config(toy_stream, logs, "seq-seed1", seed=1, steps="0:0", step_cache=cache))
@@ -108,6 +121,17 @@ def test_more_keys_and_a_run_reusing_every_step(toy_stream, trained):
     train_run(config(toy_stream, logs, "seq2", step_cache=cache))
     assert [step_json(logs / "seq2", t).get("reused_from") for t in (0, 1)] == ["seq step 0", "seq step 1"]
     assert same_weights(logs / "seq2", logs / "seq", 1)
+
+
+def test_an_experiment_gives_its_runs_a_step_cache_unless_it_says_otherwise(tmp_path):
+    from ticlip.experiment import ExperimentConfig, expand
+
+    base = {"name": "exp", "stream": "s", "logs": str(tmp_path), "methods": ["sequential"],
+            "train": {"iterations_per_step": 2}}
+    (run,) = expand(ExperimentConfig.from_dict(base))
+    assert run.config.step_cache == os.path.join(str(tmp_path), "exp", "step-cache")
+    off = dict(base, train={"iterations_per_step": 2, "step_cache": None})
+    assert expand(ExperimentConfig.from_dict(off))[0].config.step_cache is None
 
 
 def test_training_keys_of_the_methods():

@@ -339,5 +339,32 @@ class StepReuse:
         return out
 
 
+# --------------------------------------------------------------------------- what it saved
+def work_saved(run_dirs) -> dict:
+    """The share of training work the step cache saved over ``run_dirs``: ``macs``, all the MACs the
+    runs account for (run.json: training plus the methods' extras); ``reused_macs``, the training MACs
+    (step.json's ``train_macs``) of the steps whose training was reused (run.json's ``extra.reused``:
+    their end hooks still ran); ``share`` = reused_macs / macs; step counts alongside."""
+    from ticlip.run_layout import RunInfo, step_dir
+
+    run_dirs = list(run_dirs)
+    total = saved = 0.0
+    steps = reused = 0
+    for run_dir in run_dirs:
+        info = RunInfo.load(run_dir)
+        marked = set((info.extra.get("reused") or {}).keys())
+        for rec in info.steps:
+            if not rec.finished:
+                continue
+            steps += 1
+            total += rec.macs
+            if str(rec.index) in marked:
+                reused += 1
+                with open(os.path.join(step_dir(run_dir, rec.index), "step.json"), encoding="utf-8") as f:
+                    saved += float(json.load(f).get("train_macs") or 0.0)
+    return {"runs": len(run_dirs), "steps": steps, "reused_steps": reused, "macs": total,
+            "reused_macs": saved, "share": saved / total if total else 0.0}
+
+
 __all__ = ["CACHE_FORMAT", "IGNORED_SETTINGS", "LOCK_WAIT_S", "StepCache", "StepReuse", "capture_rng",
-           "code_version", "digest", "restore_rng", "step_facts", "stream_fingerprint", "tensor_digest"]
+           "code_version", "digest", "restore_rng", "step_facts", "stream_fingerprint", "tensor_digest", "work_saved"]

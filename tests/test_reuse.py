@@ -221,6 +221,20 @@ def test_a_waiting_run_gives_up_after_its_timeout_and_trains(tmp_path):
     assert notes and f"pid {os.getpid()}" in notes[-1]  # names the holder
 
 
+def test_the_lock_of_a_killed_holder_is_taken_over(tmp_path):
+    """A run killed (SIGKILL) while training a key leaves its lock behind; the next run takes it over
+    at once instead of waiting."""
+    lock_dir = tmp_path / "train" / "k.lock"
+    code = ("import os, signal, sys; from ticlip.locking import DirLock; DirLock(sys.argv[1]).acquire(); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(lock_dir)], timeout=60)
+    assert proc.returncode == -9 and (lock_dir / ".ticlip.lock").exists()
+    t0 = time.monotonic()
+    with StepCache(str(tmp_path), wait_s=30).claim("k") as entry:
+        assert entry is None  # this run trains the key now
+    assert time.monotonic() - t0 < 10
+
+
 class Crash(Exception):
     pass
 

@@ -172,6 +172,8 @@ def test_a_source_that_never_yields_raises_naming_it(toy_stream, tmp_path):
     for st in data["steps"]:
         if st["index"] != 1:
             st["train"]["shards"] = [os.path.join(toy_stream.root, s) for s in st["train"]["shards"]]
+        for held_out in [*st["eval"].values(), st.get("validation") or {"shards": []}]:  # loading checks files
+            held_out["shards"] = [os.path.join(toy_stream.root, s) for s in held_out["shards"]]
     (d / "stream.json").write_text(json.dumps(data), encoding="utf-8")
     stream = TimeStream.load(str(d))
     pipe = iter(stream.train_pipeline([1], resampled=True, seed=0, shuffle=0))

@@ -2,6 +2,8 @@
 
     trainer = StepTrainer(run, t)
     trainer.run()     # = set_up(); resume(); train(); finish(); rewind(); mark_finished()
+                      #   (with a step cache, train() may be a reuse of an identical training:
+                      #   train_or_reuse, record_reuse; ticlip.train.reuse)
 
 - ``set_up``: the method's plan and the step's budget; the model from the plan's init; the method's
   context and ``begin_step``; DDP wrapper, optimizer, scaler and the data mixture.

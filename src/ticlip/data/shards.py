@@ -81,9 +81,7 @@ def write_shard(path: str, samples: Iterable[ShardSample]) -> int:
                         }
                     )
                     n += 1
-            f.flush()
-            os.fsync(f.fileno())
-    return n
+    return n  # atomic_path fsyncs the shard before the rename
 
 
 

@@ -304,9 +304,11 @@ def _raw_samples(stream: TimeStream, urls: list[str]):
     """Undecoded samples (bytes per extension), so kept images are copied byte for byte."""
     import webdataset as wds
 
+    from ticlip.data.shards import tar_samples  # opens files or fsspec URLs only, never webdataset's gopen
+
     if not urls:
         return
-    yield from wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples())
+    yield from wds.DataPipeline(wds.SimpleShardList(urls), tar_samples())
 
 
 def _target_dir(stream: TimeStream, shards: list[str], index: int) -> tuple[str, str]:

@@ -299,3 +299,14 @@ def test_a_stream_error_is_a_one_line_user_error(toy_stream, tmp_path):
     with pytest.raises(StreamError) as e:
         TimeStream.load(root)
     assert "steps[0].index" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_pipe_url_in_a_pool_source_is_refused_before_reading(tmp_path):
+    from ticlip.data.shards import UnsafeShardURL
+    from ticlip.methods.base import PoolSource
+    from ticlip.train.batches import _pool
+
+    marker = tmp_path / "MARKER"
+    with pytest.raises(UnsafeShardURL, match="pipe:"):
+        _pool(PoolSource(weight=1.0, shards=(f"pipe:touch {marker}",)))
+    assert not marker.exists()

@@ -120,11 +120,14 @@ def _pool(source) -> Pool:
     """A plan's PoolSource as a Pool: another stream's steps, or shards wrapped as a one-step stream."""
     import os
 
+    from ticlip.data.shards import check_shard_url
     from ticlip.data.stream import ShardSet, Step, TimeStream
 
     if source.stream is not None:
         stream = TimeStream.load(source.stream)
         return Pool(stream, list(source.steps) or None, source.weight)
+    for url in source.shards:  # as a manifest's: files or fsspec URLs, never a command (pipe:)
+        check_shard_url(url, "pool source shards")
     step = Step(index=0, label="pool", start="", end="", periods=[],
                 train=ShardSet(shards=list(source.shards), count=source.pairs or 0))
     return Pool(TimeStream(root=os.getcwd(), name="pool", granularity="", steps=[step]), None, source.weight)

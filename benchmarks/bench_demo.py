@@ -19,7 +19,7 @@ training, evaluation and report times (from run.json ``seconds``, eval.jsonl ``t
 and the share of training iterations that step reuse saved (steps whose step.json has ``reused_from``).
 
     .venv/bin/python benchmarks/bench_demo.py --stream data/emoji [--iterations 20] [--rounds 2]
-        [--processes 2] [--precision fp32] [--demo runs/emoji-cpu]
+        [--processes 2] [--precision fp32,bf16] [--webdataset] [--demo runs/emoji-cpu]
 """
 
 from __future__ import annotations
@@ -58,13 +58,14 @@ def bare_rate(bundle, data, precision: str) -> float:
     return len(data) * len(data[0][1]) / (time.perf_counter() - t0)
 
 
-def ticlip_rate(args, logs: str, name: str, precision: str) -> tuple[float, str]:
+def ticlip_rate(args, logs: str, name: str, precision: str, memory_limit_mb: float = 1024) -> tuple[float, str]:
     from ticlip.config import TrainConfig
     from ticlip.train.run import train_run
 
     cfg = TrainConfig(stream=args.stream, method="cumulative-all", model=args.model, iterations_per_step=args.iterations,
                       batch_size=args.batch_size, workers=0, threads=1, warmup=2, steps="2", logs=logs, name=name,
-                      progress=False, save_every_s=1e9, precision=precision, log_every=args.iterations)
+                      progress=False, save_every_s=1e9, precision=precision, log_every=args.iterations,
+                      memory_limit_mb=memory_limit_mb)
     train_run(cfg)
     step = os.path.join(logs, name, "steps", "2")
     with open(os.path.join(step, "train_log.jsonl")) as f:
@@ -90,7 +91,7 @@ def one_process(args) -> dict:
     out: dict = {}
     with tempfile.TemporaryDirectory() as logs:
         for precision in args.precision.split(","):
-            rates: dict = {"bare": [], "ticlip": []}
+            rates: dict = {"bare": [], "ticlip": [], "webdataset": []}
             bundle.model.load_state_dict(init)
             bare_rate(bundle, data[:3], precision)  # warm up
             for r in range(args.rounds):
@@ -98,7 +99,10 @@ def one_process(args) -> dict:
                 rates["bare"].append(bare_rate(bundle, data, precision))
                 rate, path = ticlip_rate(args, logs, f"{precision}-{r}", precision)
                 rates["ticlip"].append(rate)
+                if args.webdataset:
+                    rates["webdataset"].append(ticlip_rate(args, logs, f"{precision}-{r}-wds", precision, 0)[0])
             out[precision] = {"bare": statistics.median(rates["bare"]), "ticlip": statistics.median(rates["ticlip"]),
+                              "webdataset": statistics.median(rates["webdataset"]) if rates["webdataset"] else None,
                               "rounds": rates, "data_path": path}
     return out
 
@@ -175,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per loop (default 2)")
     ap.add_argument("--processes", type=int, default=2, help="processes measuring at once (the demo: 2)")
     ap.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (default fp32)")
+    ap.add_argument("--webdataset", action="store_true", help="also measure ticlip on the webdataset path "
+                                                                "(memory_limit_mb 0), for comparison")
     ap.add_argument("--demo", default=None, help="a finished demo directory to split the time of")
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)  # a measuring child process
     args = ap.parse_args(argv)
@@ -191,7 +197,7 @@ def main(argv=None) -> int:
             args.stream = "data/emoji" if os.path.exists("data/emoji/stream.json") else build_emoji(tmp)
         cmd = [sys.executable, os.path.abspath(__file__), "--one", "--stream", args.stream, "--model", args.model,
                "--batch-size", str(args.batch_size), "--iterations", str(args.iterations), "--rounds",
-               str(args.rounds), "--precision", args.precision]
+               str(args.rounds), "--precision", args.precision] + (["--webdataset"] if args.webdataset else [])
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(args.processes)]
@@ -213,6 +219,9 @@ def main(argv=None) -> int:
         print(f"[{precision}] per process: bare open_clip loop {bare:7.1f} pairs/s, ticlip end to end "
               f"({results[0][precision]['data_path']} path) {ours:7.1f} pairs/s; ratio {ratio:.3f} "
               f"(goal >= {GOAL}: {'met' if ratio >= GOAL else 'NOT met'})")
+        if args.webdataset:
+            wds = statistics.mean(r[precision]["webdataset"] for r in results)
+            print(f"    ticlip on the webdataset path (memory_limit_mb 0): {wds:7.1f} pairs/s = {wds / bare:.3f} x bare")
         for i, r in enumerate(results):
             print(f"    process {i}: bare {', '.join(f'{v:.0f}' for v in r[precision]['rounds']['bare'])}; "
                   f"ticlip {', '.join(f'{v:.0f}' for v in r[precision]['rounds']['ticlip'])}")

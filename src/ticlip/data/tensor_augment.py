@@ -147,7 +147,8 @@ class TensorAugment:
 
         s = self.size
         if self.background != "random":
-            return (torch.tensor(self.background, dtype=torch.float32) / 255).view(1, 3, 1, 1).expand(n, 3, s, s).clone()
+            fixed = torch.tensor(self.background, dtype=torch.float32) / 255
+            return fixed.view(1, 3, 1, 1).expand(n, 3, s, s).clone()
         u = torch.rand(n, generator=g)
         bg = torch.empty(n, 3, s, s)
         solid = u < 0.5
@@ -246,12 +247,12 @@ class TensorAugment:
         ch = h.gather(1, first.view(-1, 1)).flatten()
         # torchvision's fallback: the whole image, its aspect clamped into the ratio range
         in_ratio = W / H
-        fw = torch.where(in_ratio < OPAQUE_RATIO[0], W, torch.where(in_ratio > OPAQUE_RATIO[1], (H * OPAQUE_RATIO[1]).round(), W))
+        fw = torch.where(in_ratio > OPAQUE_RATIO[1], (H * OPAQUE_RATIO[1]).round(), W)
         fh = torch.where(in_ratio < OPAQUE_RATIO[0], (W / OPAQUE_RATIO[0]).round(), H)
         found = ok.any(1)
         cw, ch = torch.where(found, cw, fw), torch.where(found, ch, fh)
-        top = torch.where(found, _randint_below((H - ch + 1).long(), g).double(), ((H - ch) / 2).round())
-        left = torch.where(found, _randint_below((W - cw + 1).long(), g).double(), ((W - cw) / 2).round())
+        top = torch.where(found, _randint_below((H - ch + 1).long(), g).double(), ((H - ch) / 2).floor())
+        left = torch.where(found, _randint_below((W - cw + 1).long(), g).double(), ((W - cw) / 2).floor())
         return torch.stack([top, left, ch, cw], 1)
 
     def crop_opaque(self, cache: ImageCache, g: torch.Generator) -> torch.Tensor:

@@ -281,28 +281,34 @@ def _train_in_process(run: PlannedRun, resume: bool) -> None:
     train_run(run.config, resume=resume)
 
 
-def _relative_compute(run: PlannedRun, steps: int = 8) -> float:
-    """The run's compute over ``steps`` steps in units of the per-step budget (from the method)."""
-    from ticlip.methods import get_method
+def _checked(run: PlannedRun, streams: dict):
+    """(stream, ``check_run``'s CheckedRun) of a planned run; ``streams`` caches loaded streams by path."""
+    from ticlip.data.stream import TimeStream
+    from ticlip.train.run import check_run
 
-    method = get_method(run.config.method, **run.config.method_params)
-    return sum(method.compute_multiplier(t) for t in range(steps))
+    stream = streams.get(run.config.stream)
+    if stream is None:
+        stream = streams[run.config.stream] = TimeStream.load(run.config.stream)
+    return stream, check_run(run.config, stream)
+
+
+def _expected_macs(run: PlannedRun, streams: dict) -> float:
+    """The run's planned training MACs with the method's estimated extras (Oracle's larger steps, LwF's
+    teacher passes, EWC's Fisher pass), from its budget: the order in which runs start."""
+    stream, checked = _checked(run, streams)
+    return sum(checked.budget.plan_step(checked.method, t, schedule=checked.schedule, stream=stream).total_macs
+               for t in checked.indices)
 
 
 def _run_works(runs: list[PlannedRun]):
     """Every run's planned iterations per step (the budget's plan: Oracle's larger steps, const-cosine's
     trunk), for the progress display (``ticlip.progress``)."""
-    from ticlip.data.stream import TimeStream
     from ticlip.progress import RunWork, StepWork
-    from ticlip.train.run import check_run
 
     streams: dict[str, Any] = {}
     works = []
     for run in runs:
-        stream = streams.get(run.config.stream)
-        if stream is None:
-            stream = streams[run.config.stream] = TimeStream.load(run.config.stream)
-        checked = check_run(run.config, stream)
+        stream, checked = _checked(run, streams)
         steps = []
         for t in checked.indices:
             iterations = checked.budget.plan_step(checked.method, t, schedule=checked.schedule, stream=stream).iterations
@@ -327,7 +333,9 @@ def _train_subprocesses(runs: list[tuple[PlannedRun, bool]], parallel: int, log)
     from ticlip.progress import TrainingProgress
 
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    pending = sorted(runs, key=lambda item: -_relative_compute(item[0]))
+    # Longest first (the LPT rule): the processes then finish at about the same time.
+    streams: dict[str, Any] = {}
+    pending = sorted(runs, key=lambda item: -_expected_macs(item[0], streams))
     active: list[tuple[PlannedRun, subprocess.Popen, Any]] = []
     failed = []
     shown = _show_progress([r for r, _ in runs])

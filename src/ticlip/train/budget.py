@@ -73,10 +73,13 @@ def count_forward_macs(model, image_size=None, context_length: int | None = None
     image_size = image_size if image_size is not None else _image_size(model)
     context_length = int(context_length if context_length is not None else getattr(model, "context_length", 77))
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    # Batch norm in train mode refuses one sample at 1x1 spatial size (ResNet towers at 32 px): count
+    # on at least two pairs; forward MACs are linear in the batch.
+    run_batch = max(2, batch)
     meta = {k: torch.empty_like(v, device="meta") for k, v in model.named_parameters()}
     meta.update({k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()})
-    images = torch.empty(batch, 3, h, w, device="meta")
-    texts = torch.zeros(batch, context_length, dtype=torch.long, device="meta")
+    images = torch.empty(run_batch, 3, h, w, device="meta")
+    texts = torch.zeros(run_batch, context_length, dtype=torch.long, device="meta")
     was_training = model.training
     model.train()
     counter = _flop_counter()
@@ -90,7 +93,7 @@ def count_forward_macs(model, image_size=None, context_length: int | None = None
         ) from None
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / 2.0  # a multiply-accumulate is two FLOPs
+    return counter.get_total_flops() / 2.0 * batch / run_batch  # a multiply-accumulate is two FLOPs
 
 
 @functools.lru_cache(maxsize=64)

@@ -67,12 +67,52 @@ def autocast_context(precision: str, device: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
-        return torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
+        autocast = torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
+        return _CpuBf16(autocast) if dev_type == "cpu" else autocast
     if precision == "fp16":
         if dev_type != "cuda":
             raise TiclipError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
         return torch.autocast(device_type="cuda", dtype=torch.float16)
     raise TiclipError(f"unknown precision {precision!r}; use fp32, bf16 or fp16")
+
+
+class _CpuBf16:
+    """bf16 autocast on CPU with the math attention kernel: on CPU in bf16, PyTorch's default (flash)
+    attention kernel is slow in the backward pass for short sequences. Measured on a 2-core x86 machine
+    (torch 2.14, one thread, batch 128, one training iteration): ticlip-tiny-rn32 167 -> 128 ms,
+    ticlip-tiny-32 204 -> 156 ms; in fp32 the default kernel is faster, so fp32 keeps it. Re-enterable,
+    like the autocast object it wraps."""
+
+    def __init__(self, autocast):
+        self.autocast = autocast
+        self._stack: list = []
+
+    def __enter__(self):
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(self.autocast)
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        self._stack.append(stack)
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.pop().__exit__(*exc)
+
+
+def use_fast_layout(model, device: str) -> None:
+    """Convolutional image towers on CPU train faster in channels-last memory layout (ResNet towers:
+    one training iteration of ticlip-tiny-rn32 in bf16, 128 -> 108 ms on the machine above; a ViT's
+    single patch convolution gains nothing, 158 -> 171 ms, so ViTs are left as they are). Converts the
+    parameters in place (the same Parameter objects), before an optimizer is made over them; the
+    values, and so checkpoints, are unchanged."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return
+    visual = getattr(model, "visual", None)
+    if visual is not None and any(isinstance(m, torch.nn.BatchNorm2d) for m in visual.modules()):
+        visual.to(memory_format=torch.channels_last)
 
 
 def make_scaler(precision: str, device: str):

@@ -220,7 +220,7 @@ class StepTrainer:
         from ticlip.models import create_model, quiet_open_clip, read_checkpoint
         from ticlip.train.buffers import with_run_seed
         from ticlip.train.dist import wrap_model
-        from ticlip.train.loop import LoopState, make_optimizer, make_scaler
+        from ticlip.train.loop import LoopState, make_optimizer, make_scaler, use_fast_layout
 
         run, t = self.run_ctx, self.t
         cfg, stream, method, dinfo = run.cfg, run.stream, run.method, run.dist
@@ -238,6 +238,7 @@ class StepTrainer:
         with quiet_open_clip():
             self.bundle = create_model(cfg.model, init=init_path, device=dinfo.device, seed=cfg.seed)
         self.model = self.bundle.model
+        use_fast_layout(self.model, dinfo.device)
         self.ctx = MethodContext(
             step=t, stream=stream, model=self.model, label=self.label, device=dinfo.device,
             tokenizer=self.bundle.tokenizer, eval_transform=model_transform(self.bundle, train=False),

@@ -33,6 +33,7 @@ test-fast: setup
 bench: setup
 	$(PY) benchmarks/bench_build.py
 	$(PY) benchmarks/bench_trainer.py
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_demo.py
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py
 
 clean:

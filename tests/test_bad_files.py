@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 from test_build import image_rows, write_csv
-from train_helpers import one_thread  # noqa: F401  (autouse fixture)
+from train_helpers import one_error_line, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from ticlip.cli import main
 from ticlip.data.shards import ShardSample, encode_image, write_shard
@@ -20,12 +20,6 @@ from ticlip.data.stream import StreamError, TimeStream
 MODEL = "ticlip-tiny-32"
 
 
-def one_error_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith(f"ticlip {command}: error:")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in "\n".join(err)
-    return errors[0]
 
 
 def copy_stream(toy_stream, tmp_path, name="s") -> str:

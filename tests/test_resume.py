@@ -12,31 +12,13 @@ import time
 
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401  (autouse fixture)
+from train_helpers import Crash, crashing, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from ticlip.cli import main
 from ticlip.config import TrainConfig
-from ticlip.methods import get_method
 from ticlip.train.run import train_run
 
 
-class Crash(Exception):
-    pass
-
-
-def crashing(name: str, after: int):
-    """A registered method that dies on its (after+1)-th batch, like a killed process would."""
-    method = get_method(name)
-    original, calls = method.extra_loss, [0]
-
-    def extra_loss(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] > after:
-            raise Crash(f"crash after {after} batches")
-        return original(*args, **kwargs)
-
-    method.extra_loss = extra_loss
-    return method
 
 
 def checkpoints(run_dir) -> dict:

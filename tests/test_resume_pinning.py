@@ -8,33 +8,15 @@ import os
 
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401  (autouse fixture)
+from train_helpers import Crash, crashing, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from ticlip.cli import main
 from ticlip.config import TrainConfig
 from ticlip.data.toy import make_toy_stream
-from ticlip.methods import get_method
 from ticlip.run_layout import RunInfo
 from ticlip.train.run import load_resume_config, train_run
 
 
-class Crash(Exception):
-    pass
-
-
-def crashing(name: str, after: int):
-    """A registered method whose (after+1)-th batch raises, as if the process were killed there."""
-    method = get_method(name)
-    original, calls = method.extra_loss, [0]
-
-    def extra_loss(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] > after:
-            raise Crash(f"crash after {after} batches")
-        return original(*args, **kwargs)
-
-    method.extra_loss = extra_loss
-    return method
 
 
 def settings(stream, logs, name, **kw):

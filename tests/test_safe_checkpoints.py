@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from train_helpers import one_thread  # noqa: F401  (autouse fixture)
+from train_helpers import one_error_line, one_thread  # noqa: F401  (one_thread: autouse fixture)
 
 from ticlip.cli import main
 from ticlip.models import (CheckpointError, _main as models_main, check_init_checkpoint, checkpoint_weights,
@@ -39,12 +39,6 @@ def plant(path, marker, around=None) -> str:
     return str(path)
 
 
-def one_error_line(capsys, command: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    errors = [line for line in err if line.startswith(f"ticlip {command}: error:")]
-    assert len(errors) == 1, err
-    assert "Traceback" not in "\n".join(err)
-    return errors[0]
 
 
 def test_the_planted_file_really_runs_code_when_fully_unpickled(tmp_path):

@@ -1,4 +1,4 @@
-"""Shared by the trainer tests (test_trainer*, test_resume, test_checkpoint)."""
+"""Shared by the trainer tests (test_trainer*, test_resume*, test_checkpoint) and the bad-input tests."""
 
 import pytest
 import torch
@@ -27,3 +27,33 @@ def held_out_loss(stream, step: int, init: str | None) -> float:
     with torch.no_grad():
         out = b.model.eval()(torch.stack([tf(i) for i in ev.images]), b.tokenizer(ev.captions))
         return float(ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"]))
+
+
+class Crash(Exception):
+    pass
+
+
+def crashing(name: str, after: int):
+    """A registered method that dies on its (after+1)-th batch, like a killed process would."""
+    from ticlip.methods import get_method
+
+    method = get_method(name)
+    original, calls = method.extra_loss, [0]
+
+    def extra_loss(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > after:
+            raise Crash(f"crash after {after} batches")
+        return original(*args, **kwargs)
+
+    method.extra_loss = extra_loss
+    return method
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The single ``ticlip COMMAND: error:`` line on stderr (asserting there is exactly one, no traceback)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith(f"ticlip {command}: error:")]
+    assert len(errors) == 1, err
+    assert "Traceback" not in "\n".join(err)
+    return errors[0]

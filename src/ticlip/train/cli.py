@@ -6,11 +6,10 @@ text and default come from the schema, so the two cannot drift apart.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ticlip.config import TrainConfig, parse_param
-from ticlip.schema import add_schema_arguments, given_flags, number  # noqa: F401  (number: budget_cli)
+from ticlip.schema import add_schema_arguments, given_flags
 
 # TrainConfig fields by argument group, in --help order (method_params has its own repeatable flag).
 FLAG_GROUPS = {

@@ -214,8 +214,6 @@ class StepTrainer:
 
     # ------------------------------------------------------------------ set up
     def set_up(self) -> None:
-        import torch
-
         from ticlip.methods.base import MethodContext, StepBudgetFacts
         from ticlip.models import create_model, quiet_open_clip, read_checkpoint
         from ticlip.train.buffers import with_run_seed
@@ -482,8 +480,6 @@ class StepTrainer:
     def rewind(self) -> None:
         """Back to the constant-LR trunk at the branch point and train it to ``continue.pt`` (only when
         the next step continues from it: ``self.continues``)."""
-        import torch
-
         from ticlip.models import read_checkpoint, save_checkpoint
         from ticlip.train.dist import barrier
         from ticlip.train.loop import LoopState

@@ -18,7 +18,7 @@ import os
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
 from ticlip.data.build.config import BuildConfig, BuildError
 from ticlip.data.build.languages import language_filter

@@ -55,6 +55,10 @@ CASES = {
     "workers-accum-lwf": ({"workers": 2, "accum_freq": 2, "method": "lwf"}, 2 * 4 + 2 * 3,
                           "step 2020: resuming main phase at iteration 2/4"),
 }
+# The same on the webdataset path (memory_limit_mb 0), which streams over the memory limit take.
+CASES.update({f"{name}-webdataset": ({**changes, "memory_limit_mb": 0}, crash, at)
+              for name, (changes, crash, at) in list(CASES.items())
+              if name in ("const-cosine-branch", "workers-accum-lwf")})
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -70,6 +74,9 @@ def test_resume_after_a_crash_gives_the_same_weights(toy_stream, tmp_path, capsy
     train_run(cfg, resume=True)
     assert resumed_at in capsys.readouterr().err  # it continued from the saved state, not from the step's start
     assert_same_weights(tmp_path / "ref", tmp_path / "crashed")
+    path = "webdataset" if changes.get("memory_limit_mb") == 0 else "memory"
+    for t in ("0", "1"):
+        assert json.load(open(tmp_path / "crashed" / "steps" / t / "step.json"))["facts"]["data_path"] == path
     for t in ("0", "1"):  # the log has each iteration once, in order, after the resume
         log = [json.loads(line) for line in open(tmp_path / "crashed" / "steps" / t / "train_log.jsonl")]
         ref = [json.loads(line) for line in open(tmp_path / "ref" / "steps" / t / "train_log.jsonl")]

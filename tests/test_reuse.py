@@ -17,7 +17,8 @@ from train_helpers import one_thread  # noqa: F401  (autouse fixture)
 
 from ticlip.config import TrainConfig
 from ticlip.methods import get_method
-from ticlip.train.reuse import StepCache, capture_rng, restore_rng
+from ticlip.train.batches import rng_state, set_rng_state
+from ticlip.train.reuse import StepCache
 from ticlip.train.run import train_run
 
 
@@ -180,10 +181,10 @@ def test_rng_states_round_trip_through_a_weights_only_file(tmp_path):
     import numpy as np
 
     random.random(), np.random.rand(), torch.rand(1), np.random.randn()
-    state = capture_rng()
+    state = rng_state()
     torch.save(state, tmp_path / "rng.pt")
     expected = (random.random(), float(np.random.randn()), float(torch.rand(1)))
-    restore_rng(torch.load(tmp_path / "rng.pt", weights_only=True))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), float(np.random.randn()), float(torch.rand(1))) == expected
 
 

@@ -59,6 +59,7 @@ from typing import Any, Callable, Iterator
 
 from ticlip.atomic import torch_save_atomic, write_text_atomic
 from ticlip.eval.shared import PACKAGE_DIR, json_digest, source_digest, tensor_digest, versions
+from ticlip.train.batches import rng_state
 
 CACHE_FORMAT = 1
 LOCK_WAIT_S = 6 * 3600.0  # how long a run waits for another process training the same step
@@ -105,39 +106,6 @@ def with_tensor_digests(obj: Any) -> Any:
 def stream_fingerprint(stream) -> str:
     """A digest of a stream's manifest (its steps, shards, counts and provenance; not where it lies)."""
     return digest(stream.to_dict())
-
-
-# --------------------------------------------------------------------------- RNG states
-def capture_rng() -> dict:
-    """The global RNG states in a form ``torch.load(weights_only=True)`` reads back: tensors, lists, numbers."""
-    import random
-
-    import numpy as np
-    import torch
-
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
-             "numpy": [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]}
-    if torch.cuda.is_available():
-        state["cuda"] = list(torch.cuda.get_rng_state_all())
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    """Set the global RNG states ``capture_rng`` recorded."""
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # --------------------------------------------------------------------------- what a step depends on
@@ -322,7 +290,7 @@ class StepReuse:
             "model": {k: v.detach().to("cpu", copy=True) for k, v in tr.model.state_dict().items()},
             "loop": tr.loop_state.to_dict(),
             "log": lines,
-            "rng": capture_rng(),
+            "rng": rng_state(),
             "data_path": getattr(tr, "data_path", None) or "",
             "source": {"run": run.info.name, "run_dir": os.path.abspath(run.run_dir), "step": tr.t,
                        "label": tr.label},
@@ -366,5 +334,5 @@ def work_saved(run_dirs) -> dict:
             "reused_macs": saved, "share": saved / total if total else 0.0}
 
 
-__all__ = ["CACHE_FORMAT", "IGNORED_SETTINGS", "LOCK_WAIT_S", "StepCache", "StepReuse", "capture_rng",
-           "code_version", "digest", "restore_rng", "step_facts", "stream_fingerprint", "tensor_digest", "work_saved"]
+__all__ = ["CACHE_FORMAT", "IGNORED_SETTINGS", "LOCK_WAIT_S", "StepCache", "StepReuse",
+           "code_version", "digest", "step_facts", "stream_fingerprint", "tensor_digest", "work_saved"]

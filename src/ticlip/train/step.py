@@ -40,6 +40,7 @@ from typing import Any
 from ticlip.atomic import torch_save_atomic, write_text_atomic
 from ticlip.errors import TiclipError
 from ticlip.run_layout import RunInfo, StepRecord, step_dir
+from ticlip.train.batches import rng_state, set_rng_state
 
 PHASES = ("main", "branch", "trunk", "end")  # trunk/branch: const-cosine only; end: end_step pending
 
@@ -80,37 +81,6 @@ def model_transform(bundle, train: bool):
     mean, std = model_mean_std(bundle.model)
     make = make_train_transform if train else make_eval_transform
     return make(bundle.image_size, mean=mean, std=std)
-
-
-def rng_state() -> dict:
-    """The global RNG states as plain data that ``torch.load(weights_only=True)`` reads back: Python's
-    state is a tuple of ints, numpy's keys become an int64 tensor (numpy arrays would need unpickling)."""
-    import random
-
-    import numpy as np
-    import torch
-
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = (str(name), torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy_state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((str(name), np.asarray(keys).astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _fmt(x) -> str:
@@ -174,7 +144,6 @@ class StepTrainer:
 
     def _apply_reused(self, entry: dict) -> None:
         from ticlip.train.loop import LoopState
-        from ticlip.train.reuse import restore_rng
 
         run = self.run_ctx
         self.model.load_state_dict(entry["model"])
@@ -189,7 +158,7 @@ class StepTrainer:
                 record = {k: v for k, v in json.loads(line).items() if k not in ("step", "label")}
                 run.tb.offset = self.tb_offset
                 run.tb(record)
-        restore_rng(entry["rng"])
+        set_rng_state(entry["rng"])
         if entry.get("data_path"):  # where the reused training read its batches
             self.data_path = entry["data_path"]
         self.phase = "end"

@@ -110,16 +110,14 @@ def eval_code_version() -> dict:
 
 @functools.lru_cache(maxsize=64)
 def _checkpoint_digest(path: str, size: int, mtime_ns: int) -> str | None:
-    import torch
+    from ticlip.errors import TiclipError
+    from ticlip.models import checkpoint_weights
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # e.g. a checkpoint holding objects: evaluated, never shared
+        state = checkpoint_weights(path)  # weights only, open_clip layouts, "module." removed
+    except TiclipError:  # e.g. a checkpoint holding objects: evaluated, never shared
         return None
-    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state:
-        return None
-    return tensor_digest({k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()})
+    return tensor_digest(state) if state else None
 
 
 def checkpoint_digest(path: str) -> str | None:

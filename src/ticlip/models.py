@@ -26,7 +26,7 @@ from typing import Any, Callable
 from ticlip.atomic import torch_save_atomic
 from ticlip.errors import TiclipError
 
-TINY_MODELS = ("ticlip-tiny-32", "ticlip-tiny-64", "ticlip-tiny-rn32")
+TINY_MODELS = ("ticlip-tiny-32", "ticlip-tiny-32-t16", "ticlip-tiny-64", "ticlip-tiny-rn32")
 _registered = False
 
 

@@ -43,6 +43,54 @@ def test_single_valued_sweep_does_not_change_names(tmp_path):
     assert [r.name for r in expand(exp)] == ["sequential-s0", "cumulative-all-s0"]
 
 
+def test_variants_configure_a_method_under_their_own_name(tmp_path):
+    """A variant names a method with its own parameters and training settings; its runs carry its name as
+    their label, the experiment's method_params and train settings sit underneath, and a sweep goes on top."""
+    exp = ExperimentConfig.from_dict(_exp(
+        "s", logs=str(tmp_path), methods=["sequential", "ema-fast", "ema-slow"], sweep={"lr": [1e-3]},
+        method_params={"ema-merge": {"alpha": 0.3}},
+        variants={"ema-fast": {"method": "ema-merge", "params": {"alpha": 0.9}, "train": {"schedule": "constant"}},
+                  "ema-slow": {"method": "ema-merge", "train": {"warmup": 2}}}))
+    runs = {r.name: r.config for r in expand(exp)}
+    assert list(runs) == ["sequential-s0", "ema-fast-s0", "ema-slow-s0"]
+    fast, slow, seq = runs["ema-fast-s0"], runs["ema-slow-s0"], runs["sequential-s0"]
+    assert (fast.method, fast.method_params, fast.schedule, fast.label) == ("ema-merge", {"alpha": 0.9}, "constant",
+                                                                           "ema-fast")
+    assert (slow.method, slow.method_params, slow.warmup, slow.schedule) == ("ema-merge", {"alpha": 0.3}, 2, "cosine")
+    assert seq.label is None and seq.warmup == 1 and fast.warmup == 1
+
+
+@pytest.mark.parametrize(
+    "variants, message",
+    [
+        ({"v": {"params": {}}}, "variants.v.method: Field required"),
+        ({"v": {"method": "sequential", "train": {"seed": 1}}}, "variants.v.train.*experiment's own keys"),
+        ({"v": {"method": "sequential", "train": {"lrr": 1}}}, "'lrr' is not a training setting"),
+        ({"v": {"method": "sequential", "extra": 1}}, "unknown key 'variants.v.extra'"),
+    ],
+)
+def test_variant_schema_errors(variants, message):
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig.from_dict(_exp("s", methods=["v"], variants=variants), source="e.yaml")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ["v"], "variants": {"v": {"method": "sequental"}}}, "unknown method.*sequental"),
+        ({"methods": ["sequential"], "variants": {"sequential": {"method": "lwf"}}}, "variants: sequential is the "
+                                                                                       "name of a method"),
+        ({"methods": ["v"], "variants": {"v": {"method": "lwf", "params": {"lamda": 1}}}}, "variants.v.params.*lamda"),
+        ({"methods": ["w"], "variants": {"v": {"method": "lwf"}}}, "unknown method.*w; known.*variants: v"),
+    ],
+)
+def test_variant_errors_before_anything_runs(toy_stream, change, message):
+    from ticlip.experiment import validate_experiment
+
+    with pytest.raises(ConfigError, match=message):
+        validate_experiment(ExperimentConfig.from_dict(_exp(toy_stream.root, **change)), source="e.yaml")
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -15,14 +15,15 @@ LABELS = ["2019", "2020", "2021"]
 N = 50  # pairs per retrieval subsample: chance of Recall@1 = 1/50 = 2 %
 
 
-def fabricate(root, name, method, seed, per_subsample, *, n=N, static=None):
+def fabricate(root, name, method, seed, per_subsample, *, n=N, static=None, label=""):
     """A run whose eval.jsonl holds one retrieval record per cell with its per-subsample values
     (``per_subsample``: S × T × T), as the evaluator writes them; matrix_retrieval.csv is their mean."""
     run_dir = os.path.join(root, name)
     T = len(LABELS)
     steps = [StepRecord(i, LABELS[i], f"steps/{i}/checkpoint.pt", macs=1e12, cumulative_macs=1e12 * (i + 1),
                         finished=True) for i in range(T)]
-    RunInfo(name=name, stream="data/s", model="ticlip-tiny-32", method=method, seed=seed, steps=steps).save(run_dir)
+    RunInfo(name=name, stream="data/s", model="ticlip-tiny-32", method=method, seed=seed, steps=steps,
+            label=label).save(run_dir)
     per = np.asarray(per_subsample, dtype=float)
     E = per.mean(axis=0)
     write_table_csv(os.path.join(run_dir, matrix_filename("retrieval")), E, LABELS, LABELS)
@@ -148,6 +149,17 @@ def test_compare_reference_is_selectable_and_one_seed_is_untested(tmp_path, caps
     assert "?" in md and "cannot be tested" in md
     assert main(["compare", a, b, "--reference", "lwf"]) == 2
     assert "lwf" in capsys.readouterr().err
+
+
+def test_variants_of_one_method_are_separate_rows_over_seeds(tmp_path):
+    """Runs labelled with an experiment's variant name group by that label: two variants of one method,
+    two seeds each, give two rows of two seeds (not one row of four, nor four single-seed rows)."""
+    from ticlip.report.results import group_runs, load_runs
+
+    runs = [fabricate(tmp_path, f"{v}-s{s}", "merge", s, base(0.1 * s), label=v) for v in ("ties", "slerp")
+            for s in (0, 1)]
+    groups = group_runs(load_runs(runs))
+    assert [(g.label, g.seeds) for g in groups] == [("ties", [0, 1]), ("slerp", [0, 1])]
 
 
 def test_heatmap_marks_cells_not_above_chance(tmp_path):

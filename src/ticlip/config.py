@@ -87,6 +87,8 @@ class TrainConfig(Schema):
 
     # outputs
     name: str | None = Field(None, description="run name (default <stream>-<method>-<model>-seed<seed>)")
+    label: str | None = Field(None, description="the row this run is reported under, e.g. an experiment's variant "
+                                                "name (default: the method)")
     logs: str = Field("runs", description="directory holding runs")
     report_to: Literal["", "tensorboard"] = Field("", description="also log to 'tensorboard' (needs the "
                                                                   "tensorboard package)")

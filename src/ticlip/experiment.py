@@ -2,7 +2,9 @@
 one command (``ticlip run CONFIG.yaml``): build the stream if missing → train each run → evaluate → report.
 
 Lists expand into a sweep: ``methods`` × ``seeds`` × every list in ``sweep`` (e.g. ``sweep: {lr: [1e-3,
-5e-4]}``). Each run lives in ``<logs>/<experiment name>/<run name>/`` with its resolved config; finished
+5e-4]}``). An entry of ``methods`` may name a *variant* instead of a method: a method with its own
+parameters and training settings (``variants: {ties-trained: {method: merge, params: {operator: ties},
+train: {schedule: wsd}}}``), reported as its own row under the variant's name. Each run lives in ``<logs>/<experiment name>/<run name>/`` with its resolved config; finished
 runs are skipped, interrupted ones resumed, so re-running an experiment only does what is missing.
 """
 
@@ -25,7 +27,7 @@ from ticlip.schema import ConfigError, Schema, apply_overrides, read_yaml_mappin
 
 PRESET_DIR_ENV = "TICLIP_CONFIGS"
 # Run settings an experiment sets through its own keys, never through 'train' or 'sweep'.
-RESERVED_TRAIN_KEYS = ("stream", "method", "seed", "name", "logs", "method_params")
+RESERVED_TRAIN_KEYS = ("stream", "method", "seed", "name", "logs", "method_params", "label")
 
 
 class StreamSpec(Schema):
@@ -42,6 +44,35 @@ def _as_list(value):
     return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
 
 
+def _check_training_keys(value: dict) -> dict:
+    """``value``'s keys must be TrainConfig settings an experiment may set through 'train'/'sweep'."""
+    for key in value:
+        k = key.replace("-", "_")
+        if k in RESERVED_TRAIN_KEYS:
+            raise ValueError(f"set {k!r} through the experiment's own keys (methods, variants, seeds, name, logs, "
+                             f"method_params, stream), not 'train'/'sweep'")
+        if k not in TrainConfig.model_fields:
+            known = sorted(set(TrainConfig.model_fields) - set(RESERVED_TRAIN_KEYS))
+            raise ValueError(f"{key!r} is not a training setting; known: {', '.join(known)}")
+    return value
+
+
+class Variant(Schema):
+    """A named configuration of a method: its parameters and training settings that differ from the
+    experiment's. Its runs are named and reported under the variant's name."""
+
+    method: str = Field(..., description="the method this variant configures")
+    params: dict[str, Any] = Field(default_factory=dict, description="method parameters, over the experiment's "
+                                                                     "method_params of that method")
+    train: dict[str, Any] = Field(default_factory=dict, description="training settings (TrainConfig keys) over "
+                                                                    "the experiment's 'train'")
+
+    @field_validator("train")
+    @classmethod
+    def _training_keys(cls, value: dict) -> dict:
+        return _check_training_keys(value)
+
+
 class ExperimentConfig(Schema):
     """An experiment: stream, shared training settings, methods x seeds x sweep, evaluation, report."""
 
@@ -50,7 +81,9 @@ class ExperimentConfig(Schema):
     train: dict[str, Any] = Field(default_factory=dict, description="training settings shared by every run "
                                                                     "(TrainConfig keys)")
     methods: list[str] = Field(default_factory=lambda: ["cumulative-all"], min_length=1,
-                               description="methods to train")
+                               description="methods (or names of variants) to train")
+    variants: dict[str, Variant] = Field(default_factory=dict, description="named method configurations that "
+                                                                           "'methods' may list")
     method_params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="parameters per method name")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds to train")
     sweep: dict[str, list] = Field(default_factory=dict, description="TrainConfig key -> values to sweep")
@@ -88,14 +121,14 @@ class ExperimentConfig(Schema):
     @field_validator("train", "sweep")
     @classmethod
     def _training_keys(cls, value: dict) -> dict:
-        for key in value:
-            k = key.replace("-", "_")
-            if k in RESERVED_TRAIN_KEYS:
-                raise ValueError(f"set {k!r} through the experiment's own keys (methods, seeds, name, logs, "
-                                 f"method_params, stream), not 'train'/'sweep'")
-            if k not in TrainConfig.model_fields:
-                known = sorted(set(TrainConfig.model_fields) - set(RESERVED_TRAIN_KEYS))
-                raise ValueError(f"{key!r} is not a training setting; known: {', '.join(known)}")
+        return _check_training_keys(value)
+
+    @field_validator("variants")
+    @classmethod
+    def _variant_names(cls, value: dict) -> dict:
+        for name in value:
+            if not name or "/" in name or name != name.strip():
+                raise ValueError(f"variant name {name!r} must be a non-empty name without '/' or spaces around it")
         return value
 
     @property
@@ -151,19 +184,26 @@ def _slug(value: Any) -> str:
 
 
 def expand(exp: ExperimentConfig) -> list[PlannedRun]:
-    """Every (method, seed, sweep point) as a TrainConfig, named ``<method>[-<key><value>...]-s<seed>``."""
+    """Every (method or variant, seed, sweep point) as a TrainConfig, named
+    ``<method or variant>[-<key><value>...]-s<seed>``. A variant's settings apply over ``train``, and the
+    sweep point over both; its parameters over ``method_params`` of its method."""
     keys = sorted(exp.sweep)
     points = list(itertools.product(*(exp.sweep[k] for k in keys))) if keys else [()]
     runs = []
-    for method in exp.methods:
+    for entry in exp.methods:
+        variant = exp.variants.get(entry)
+        method = variant.method if variant else entry
+        params = dict(exp.method_params.get(method, {}), **(variant.params if variant else {}))
         for point in points:
             for seed in exp.seeds:
                 base = {k.replace("-", "_"): copy.deepcopy(v) for k, v in exp.train.items()}
+                if variant:
+                    base.update({k.replace("-", "_"): copy.deepcopy(v) for k, v in variant.train.items()})
                 base.update({k.replace("-", "_"): v for k, v in zip(keys, point)})
                 tag = "".join(f"-{k.replace('_', '')}{_slug(v)}" for k, v in zip(keys, point) if len(exp.sweep[k]) > 1)
-                name = f"{method}{tag}-s{seed}"
+                name = f"{entry}{tag}-s{seed}"
                 base.update(stream=exp.stream.path, method=method, seed=int(seed), name=name, logs=exp.out_dir,
-                            method_params=dict(exp.method_params.get(method, {})))
+                            method_params=params, label=entry if variant else None)
                 # identical step trainings of the experiment's runs are done once (train.step_cache: null: off)
                 base.setdefault("step_cache", os.path.join(exp.out_dir, "step-cache"))
                 where = f"experiment {exp.name}, run {name}: train"
@@ -226,11 +266,21 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
 
         check_build_request(exp.stream.source, exp.stream.build, exp.stream.options, where=f"{source}: stream")
     known = list_methods()
-    unknown = [m for m in list(exp.methods) + list(exp.method_params) if m not in known]
+    clash = [v for v in exp.variants if v in known]
+    if clash:
+        raise ConfigError(f"{source}: variants: {', '.join(clash)} is the name of a method; give the variant "
+                          "another name")
+    unknown = [m for m in list(exp.method_params) + [v.method for v in exp.variants.values()] if m not in known]
+    unknown += [m for m in exp.methods if m not in known and m not in exp.variants]
     if unknown:
-        raise ConfigError(f"{source}: unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(known)}")
+        variants = f"; variants: {', '.join(exp.variants)}" if exp.variants else ""
+        raise ConfigError(f"{source}: unknown method(s) {', '.join(dict.fromkeys(unknown))}; known: {', '.join(known)}"
+                          f"{variants}")
     for method, params in exp.method_params.items():
         check_method_params(method, params, source=f"{source}: method_params.{method}")
+    for name, variant in exp.variants.items():
+        check_method_params(variant.method, dict(exp.method_params.get(variant.method, {}), **variant.params),
+                            source=f"{source}: variants.{name}.params")
     runs = expand(exp)
     for model in sorted({r.config.model for r in runs}):
         try:

@@ -51,6 +51,7 @@ class RunInfo:
     stream_fingerprint: str = ""  # json_fingerprint of the manifest's content
     init: str | None = None
     init_fingerprint: str = ""  # file_fingerprint of the --init file ("" for a URL)
+    label: str = ""  # the report row (an experiment's variant name); "" (older runs too): the method
 
     @staticmethod
     def path(run_dir: str) -> str:

@@ -214,6 +214,11 @@ def coerce_numbers(cls: type[BaseModel], data: dict) -> dict:
         if f is None:
             continue
         sub = _schema_class(f.annotation)
+        if sub is not None and isinstance(value, dict) and get_origin(f.annotation) is dict:
+            # a mapping of names to sections (e.g. an experiment's variants): the names stay as written
+            out[key] = {k: coerce_numbers(sub, _dashes_to_underscores(v)) if isinstance(v, dict) else v
+                        for k, v in value.items()}
+            continue
         if sub is not None and isinstance(value, dict):
             out[key] = coerce_numbers(sub, _dashes_to_underscores(value))
             continue

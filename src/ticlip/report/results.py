@@ -297,12 +297,12 @@ def mean_std(values) -> tuple[float, float]:
 
 
 def group_runs(runs: list[RunResults]) -> list[MethodGroup]:
-    """One group per method, in first-seen order. Runs of one method with distinct seeds are
-    repeats (reported as mean ± std); when a method has two runs with the same seed they are
-    different configurations, so each gets its own row named "method (run name)"."""
+    """One group per method (or per label: an experiment's variant), in first-seen order. Runs of one
+    method with distinct seeds are repeats (reported as mean ± std); when a method has two runs with the
+    same seed they are different configurations, so each gets its own row named "method (run name)"."""
     by_method: dict[str, list[RunResults]] = {}
     for r in runs:
-        by_method.setdefault(r.info.method, []).append(r)
+        by_method.setdefault(r.info.label or r.info.method, []).append(r)
     groups: list[MethodGroup] = []
     for method, rs in by_method.items():
         seeds = [r.info.seed for r in rs]

@@ -20,7 +20,7 @@ FLAG_GROUPS = {
         "warmup_every_step", "decay_fraction", "grad_clip_norm", "precision",
     ],
     "execution and outputs": [
-        "workers", "seed", "device", "threads", "name", "logs", "report_to", "log_every", "chunk_iterations",
+        "workers", "seed", "device", "threads", "name", "label", "logs", "report_to", "log_every", "chunk_iterations",
         "save_every_s", "shuffle_buffer", "memory_limit_mb", "progress", "step_cache",
     ],
 }

@@ -71,7 +71,7 @@ LOCK_POLL_S = 0.5
 # the starting tensors, the method as its training_key).
 IGNORED_SETTINGS = frozenset({
     "stream", "method", "method_params", "init", "steps", "total_macs", "iterations_per_step", "budget_scale",
-    "name", "logs", "report_to", "progress", "save_every_s", "step_cache", "device",
+    "name", "label", "logs", "report_to", "progress", "save_every_s", "step_cache", "device",
 })
 
 

@@ -158,7 +158,8 @@ def prepare_run(cfg: TrainConfig, *, resume: bool, stream) -> tuple[str, TrainCo
     name = cfg.name or default_name(cfg, stream)
     run_dir = os.path.join(cfg.logs, name)
     exists = os.path.exists(RunInfo.path(run_dir)) or os.path.exists(os.path.join(run_dir, "config.yaml"))
-    fresh = RunInfo(name=name, model=cfg.model, method=cfg.method, seed=cfg.seed, **pinned_inputs(cfg, stream))
+    fresh = RunInfo(name=name, model=cfg.model, method=cfg.method, seed=cfg.seed, label=cfg.label or "",
+                    **pinned_inputs(cfg, stream))
     if resume:
         info = RunInfo.load(run_dir) if os.path.exists(RunInfo.path(run_dir)) else fresh
         return run_dir, cfg.replace(name=name), info

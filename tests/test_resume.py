@@ -52,6 +52,12 @@ CASES = {
                              "chunk_iterations": 1}, 7 + 3 + 1, "step 2020: resuming branch phase at iteration 4/5"),
     "const-cosine-trunk": ({"schedule": "const-cosine", "iterations_per_step": 5, "decay_fraction": 0.4,
                             "chunk_iterations": 1}, 3 + 2 + 1, "step 2019: resuming trunk phase at iteration 4/5"),
+    # a branched meta schedule (rsqrt: the chain's global iteration, a 1-sqrt cooldown) and schedule-free AdamW
+    # (its z / weight-sum state, resumed in train mode, saved in eval mode)
+    "rsqrt-branch": ({"schedule": "rsqrt", "anneal": "1-sqrt", "iterations_per_step": 5, "decay_fraction": 0.4,
+                      "chunk_iterations": 1}, 7 + 3 + 1, "step 2020: resuming branch phase at iteration 4/5"),
+    "schedule-free-main": ({"schedule": "constant", "optimizer": "schedule-free-adamw"}, 4 + 3,
+                           "step 2020: resuming main phase at iteration 2/4"),
     "workers-accum-lwf": ({"workers": 2, "accum_freq": 2, "method": "lwf"}, 2 * 4 + 2 * 3,
                           "step 2020: resuming main phase at iteration 2/4"),
 }

@@ -14,12 +14,14 @@ from pydantic import Field, field_validator
 
 from ticlip.schema import ConfigError, Schema, parse_kv, read_yaml_mapping
 
-__all__ = ["ConfigError", "PRECISIONS", "SCHEDULES", "TrainConfig", "parse_param", "read_yaml_mapping"]
+__all__ = ["ANNEALS", "ConfigError", "OPTIMIZERS", "PRECISIONS", "SCHEDULES", "TrainConfig", "parse_param", "read_yaml_mapping"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 # open_clip's names for the same modes (its --precision flag), accepted as aliases.
 PRECISION_ALIASES = {"amp": "fp16", "amp_bf16": "bf16", "amp_bfloat16": "bf16", "float32": "fp32"}
-SCHEDULES = ("cosine", "const-cosine", "constant")
+SCHEDULES = ("cosine", "const-cosine", "constant", "wsd", "rsqrt", "cosine-decaying-peak", "global-cosine")
+ANNEALS = ("linear", "cosine", "1-sqrt")  # wsd/rsqrt anneal branch shapes (ticlip.train.schedule)
+OPTIMIZERS = ("adamw", "schedule-free-adamw")
 
 
 class TrainConfig(Schema):
@@ -58,11 +60,24 @@ class TrainConfig(Schema):
                                               "oracle and restart")
     warmup_later: int = Field(0, ge=0, description="linear warmup iterations of steps warm-started from the previous "
                                                    "step (0: the paper's main recipe; TiC-DataComp XL: 2000)")
-    schedule: Literal["cosine", "const-cosine", "constant"] = Field("cosine", description="learning-rate schedule")
+    schedule: Literal["cosine", "const-cosine", "constant", "wsd", "rsqrt", "cosine-decaying-peak", "global-cosine"] = Field(
+        "cosine", description="learning-rate schedule (docs/METHODS.md): cosine per step; const-cosine; constant; "
+                              "wsd (constant trunk + anneal branch); rsqrt (decay over the run's iterations + "
+                              "cooldown branch); cosine-decaying-peak (cosine per step, peak x peak_decay per "
+                              "warm-started step); global-cosine (one cosine over all steps)")
     warmup_every_step: bool = Field(False, description="ablation: warm-started steps warm up with --warmup too "
                                                        "(the same as --warmup-later = --warmup)")
-    decay_fraction: float = Field(0.2, gt=0, le=1, description="const-cosine: cosine decay over this last "
-                                                               "fraction of a step")
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="const-cosine, wsd, rsqrt: the deployable "
+                                                               "anneal branch spans this last fraction of a step")
+    anneal: Literal["linear", "cosine", "1-sqrt"] = Field(
+        "cosine", description="wsd, rsqrt: shape of the anneal/cooldown branch over the last decay_fraction of a step")
+    rsqrt_timescale: int = Field(0, ge=0, description="rsqrt: timescale in iterations, lr x sqrt(timescale / "
+                                                      "max(n, timescale)) at the n-th iteration (0: --warmup)")
+    peak_decay: float = Field(0.5, gt=0, le=1, description="cosine-decaying-peak: the peak LR is multiplied by this "
+                                                           "per warm-started step")
+    optimizer: Literal["adamw", "schedule-free-adamw"] = Field(
+        "adamw", description="adamw (torch) or schedule-free-adamw (Defazio et al. 2024, PyPI schedulefree; takes "
+                             "--schedule constant, i.e. warmup only)")
     grad_clip_norm: float | None = Field(None, gt=0, description="clip the gradient norm to this value")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32, bf16 (CPU or GPU) or fp16 (GPU); open_clip's amp, amp_bf16 are accepted")
@@ -113,6 +128,9 @@ class TrainConfig(Schema):
             raise ConfigError("no budget: pass --total-macs X (split evenly over steps) or --iterations-per-step N")
         if self.total_macs is not None and self.iterations_per_step is not None:
             raise ConfigError("pass either --total-macs or --iterations-per-step, not both")
+        if self.optimizer == "schedule-free-adamw" and self.schedule != "constant":
+            raise ConfigError(f"optimizer schedule-free-adamw takes no LR schedule but warmup, got schedule "
+                              f"{self.schedule!r}: pass --schedule constant")
         return self
 
 

@@ -43,7 +43,9 @@ def register(subparsers) -> None:
                    help="multiply the budget (e.g. 1.5 for Cumulative-All* with a little extra compute)")
     p.add_argument("--method", action="append", default=[], metavar="NAME",
                    help="also print per-step rows for this method (repeatable; 'all' for every method)")
-    p.add_argument("--schedule", default="cosine", help="LR schedule: cosine, const-cosine (charged), constant")
+    p.add_argument("--schedule", default="cosine",
+                   help="LR schedule: cosine, constant, cosine-decaying-peak, global-cosine; const-cosine, wsd, rsqrt "
+                        "(their trunk is charged)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 

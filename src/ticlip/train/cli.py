@@ -17,7 +17,8 @@ FLAG_GROUPS = {
     "budget": ["total_macs", "iterations_per_step", "budget_scale"],
     "optimisation (open_clip's flags)": [
         "batch_size", "accum_freq", "lr", "wd", "beta1", "beta2", "eps", "warmup", "warmup_later", "schedule",
-        "warmup_every_step", "decay_fraction", "grad_clip_norm", "precision",
+        "warmup_every_step", "decay_fraction", "anneal", "rsqrt_timescale", "peak_decay", "optimizer",
+        "grad_clip_norm", "precision",
     ],
     "execution and outputs": [
         "workers", "seed", "device", "threads", "name", "label", "logs", "report_to", "log_every", "chunk_iterations",

@@ -47,15 +47,36 @@ def param_groups(model, wd: float) -> list[dict]:
     return [{"params": rest, "weight_decay": 0.0}, {"params": decay, "weight_decay": wd}]
 
 
-def make_optimizer(model, *, lr: float, wd: float = 0.2, betas=(0.9, 0.98), eps: float = 1e-6):
-    """AdamW over ``param_groups`` (pass the bare model, not the DDP wrapper)."""
+def make_optimizer(model, *, lr: float, wd: float = 0.2, betas=(0.9, 0.98), eps: float = 1e-6, kind: str = "adamw"):
+    """AdamW over ``param_groups`` (pass the bare model, not the DDP wrapper).
+
+    ``kind="schedule-free-adamw"``: schedule-free AdamW (Defazio et al. 2024, "The Road Less Scheduled";
+    PyPI ``schedulefree``) over the same groups. The LR the loop sets each iteration is its ``lr``: a
+    constant schedule, whose warmup equals the optimizer's own ``warmup_steps`` (left at 0). Its
+    parameters hold the training sequence y in train mode and the evaluated average x in eval mode:
+    ``train_loop`` switches it (``schedule_free_mode``), so checkpoints after the loop are x."""
     import torch
 
+    if kind == "schedule-free-adamw":
+        import schedulefree
+
+        return schedulefree.AdamWScheduleFree(param_groups(model, wd), lr=lr, betas=tuple(betas), eps=eps,
+                                              weight_decay=wd, warmup_steps=0)
+    if kind != "adamw":
+        raise TiclipError(f"unknown optimizer {kind!r}: choose adamw or schedule-free-adamw")
     kwargs: dict[str, Any] = {}
     # The fused kernel is the fastest AdamW on both CPU and GPU in torch >= 2.4.
     if all(p.device.type in ("cpu", "cuda") for p in model.parameters()):
         kwargs["fused"] = True
     return torch.optim.AdamW(param_groups(model, wd), lr=lr, betas=tuple(betas), eps=eps, **kwargs)
+
+
+def schedule_free_mode(optimizer, train: bool) -> None:
+    """Put a schedule-free optimizer in train mode (parameters = y, before optimizer steps) or eval mode
+    (parameters = x, the weights to evaluate and save); other optimizers have no modes."""
+    switch = getattr(optimizer, "train" if train else "eval", None)
+    if callable(switch):
+        switch()
 
 
 # --------------------------------------------------------------------------- precision
@@ -222,6 +243,7 @@ def train_loop(
     pbar = tqdm(total=opts.iterations, initial=state.iteration, disable=not opts.progress, desc=opts.desc,
                 unit="it", dynamic_ncols=True, leave=False)
     try:
+        schedule_free_mode(optimizer, train=True)
         while state.iteration < opts.iterations:
             i = state.iteration
             lr = lr_at(i)
@@ -294,6 +316,7 @@ def train_loop(
                     pbar.set_postfix(post, refresh=False)
             if after_iteration is not None:
                 after_iteration(state)
+        schedule_free_mode(optimizer, train=False)  # the weights it would evaluate, for end_step and saving
     finally:
         pbar.close()
     return state

@@ -36,8 +36,8 @@ The key is a digest of everything the training result depends on (``step_facts``
 - the method's ``training_key(t)``: how the method changes training at step t (None: plain CLIP
   training; LwF's distillation, EWC's penalty and any ``extra_loss`` describe themselves).
 
-Not cached (the step trains as before; ``step.json`` says why): const-cosine schedules (the decay
-branch and the constant-LR trunk are two trainings from one branch point), DDP (ranks would wait on
+Not cached (the step trains as before; ``step.json`` says why): branched schedules, const-cosine, wsd
+and rsqrt (the anneal branch and the trunk are two trainings from one branch point), DDP (ranks would wait on
 each other's lock), a plan with a pool of raw shard URLs (their content is not fingerprinted), and a
 step resumed from a saved state.
 
@@ -122,7 +122,7 @@ def step_facts(trainer) -> tuple[dict | None, str]:
     if run.dist.world_size > 1:
         return None, "not cached under DDP"
     if trainer.sched.has_branch:
-        return None, "not cached: const-cosine trains a branch and a trunk from one branch point"
+        return None, f"not cached: {trainer.sched.kind} trains a branch and a trunk from one branch point"
     pools = []
     for source in trainer.plan.sources:
         if isinstance(source, PoolSource):

@@ -212,7 +212,7 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     an experiment before the first one trains; ``train_run`` calls it on every rank before writing."""
     from ticlip.models import check_init_checkpoint, model_config
     from ticlip.train.budget import Budget, macs_per_pair
-    from ticlip.train.schedule import ScheduleConfig
+    from ticlip.train.schedule import ScheduleConfig, step_position
 
     cfg.validate()
     model_config(cfg.model)
@@ -224,7 +224,7 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     indices = parse_steps(stream, cfg.steps)
     method = method if method is not None else make_method(cfg)
     sched_cfg = ScheduleConfig(cfg.schedule, cfg.lr, cfg.warmup, cfg.warmup_every_step, cfg.decay_fraction,
-                               cfg.warmup_later)
+                               cfg.warmup_later, cfg.anneal, cfg.rsqrt_timescale, cfg.peak_decay)
     if cfg.precision == "fp16" and not str(device).startswith("cuda"):
         raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
     mpp = macs_per_pair(cfg.model)
@@ -238,7 +238,8 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     step_sizes = [s.train.count for s in stream.steps]
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
         plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later
-        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init)
+        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init,
+                           step_position(method, budget, t, step_sizes))  # the meta schedules' place in the run
     return CheckedRun(method, indices, sched_cfg, budget, mpp, global_batch)
 
 

@@ -188,6 +188,7 @@ class StepTrainer:
         from ticlip.train.buffers import with_run_seed
         from ticlip.train.dist import wrap_model
         from ticlip.train.loop import LoopState, make_optimizer, make_scaler, use_fast_layout
+        from ticlip.train.schedule import step_position
 
         run, t = self.run_ctx, self.t
         cfg, stream, method, dinfo = run.cfg, run.stream, run.method, run.dist
@@ -201,7 +202,8 @@ class StepTrainer:
         self.saved = read_checkpoint(self.state_path, map_location=dinfo.device, what="resume state") \
             if os.path.exists(self.state_path) else None
         init_path, self.init_desc, self.start = self._init_path()
-        self.sched = run.sched_cfg.for_step(self.iterations, self.start)
+        self.sched = run.sched_cfg.for_step(self.iterations, self.start, step_position(
+            method, run.budget, t, [s.train.count for s in stream.steps]))  # meta schedules: the step's place
         with quiet_open_clip():
             self.bundle = create_model(cfg.model, init=init_path, device=dinfo.device, seed=cfg.seed)
         self.model = self.bundle.model
@@ -216,7 +218,8 @@ class StepTrainer:
         )
         method.begin_step(self.ctx)
         self.ddp = wrap_model(self.model, dinfo)
-        self.optimizer = make_optimizer(self.model, lr=cfg.lr, wd=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.optimizer = make_optimizer(self.model, lr=cfg.lr, wd=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                        kind=cfg.optimizer)
         self.scaler = make_scaler(cfg.precision, dinfo.device)
         self.loop_state = LoopState()
         self.t_start = time.time()

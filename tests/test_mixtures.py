@@ -300,10 +300,10 @@ def test_step_json_records_ratios_and_drawn_pairs_once_across_a_resume(toy_strea
     train_run(ref)
     cfg = mixture_config(toy_stream, pool_stream, tmp_path, "crashed", memory_limit_mb=limit_mb)
     with pytest.raises(Crash):
-        train_run(cfg, method=crashing_mixture(cfg.method_params, 6 + 3))  # in step 1, after its first chunk
+        train_run(cfg, method=crashing_mixture(cfg.method_params, 6 + 2))  # in step 1, after its first chunk
     capsys.readouterr()
     train_run(cfg, resume=True)
-    assert "step 2020: resuming main phase at iteration 4/6" in capsys.readouterr().err
+    assert "step 2020: resuming main phase at iteration 2/6" in capsys.readouterr().err
     assert_same_weights(tmp_path / "ref", tmp_path / "crashed")
     for t, ratios in (("0", {"new": 0.34 / 0.67, "pool": 0.33 / 0.67}), ("1", {"new": 0.34, "buffer": 0.33,
                                                                                 "pool": 0.33})):

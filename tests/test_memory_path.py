@@ -1,6 +1,7 @@
 """The memory path (ticlip.train.memory): the pairs it keeps are the webdataset path's, its batches are a
 function of (seed, chunk, rank, world size), a resumed run equals an uninterrupted one bit for bit, and
-streams over the limit (or with pools) stay on the webdataset path, which step.json records."""
+streams over the limit (with their pools) stay on the webdataset path, which step.json records (pools on
+the memory path: tests/test_mixtures.py)."""
 
 import json
 
@@ -71,7 +72,9 @@ def test_what_does_not_fit_or_is_not_supported_stays_on_the_webdataset_path(toy_
     assert memory is None and "over memory_limit_mb" in why
     assert memory_mixture(mix, image_size=32, mean=None, std=None, limit_mb=1.1 * need)[0] is not None
     pooled = mixture(toy_stream, tokenizer, pools=[Pool(toy_stream, None, 1.0)])
-    assert memory_mixture(pooled, image_size=32, mean=None, std=None, limit_mb=1024)[0] is None
+    # the pool adds its 256 pairs to the 74: over that limit
+    assert memory_mixture(pooled, image_size=32, mean=None, std=None, limit_mb=1.1 * need)[0] is None
+    assert memory_mixture(pooled, image_size=32, mean=None, std=None, limit_mb=1024)[0] is not None
 
     for limit, path in ((0, "webdataset"), (1024, "memory")):
         train_run(config(toy_stream, tmp_path, f"limit{limit}", memory_limit_mb=limit, iterations_per_step=2))

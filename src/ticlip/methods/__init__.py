@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from ticlip.methods.base import (BufferSource, Method, MethodContext, PoolSource, StepBudgetFacts, StepCost,
                                  StepOutcome, StepPlan, StepSource)
-from ticlip.methods.cumulative import CumulativeAll, CumulativeEqual, CumulativeExp
+from ticlip.methods.cumulative import (CumulativeAll, CumulativeEqual, CumulativeExp, CumulativeFifo,
+                                      CumulativeReservoir)
 from ticlip.methods.ewc import EWC
 from ticlip.methods.from_scratch import Oracle, Restart
 from ticlip.methods.lwf import LwF
+from ticlip.methods.mixture import DataMixture
 from ticlip.methods.params import ALIASES, MethodError, param_defaults, resolve_params
 from ticlip.methods.patching import EmaMerge, Patching
 from ticlip.methods.sequential import Sequential
@@ -24,7 +26,7 @@ from ticlip.methods.sequential import Sequential
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Oracle, Restart, Sequential, CumulativeAll, CumulativeExp, CumulativeEqual, Patching, LwF, EWC,
-                EmaMerge)
+                EmaMerge, CumulativeReservoir, CumulativeFifo, DataMixture)
 }
 
 

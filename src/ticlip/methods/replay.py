@@ -8,7 +8,17 @@ Steps are 0-based; ``step_sizes[j]`` is step j's number of train pairs; D = ``st
   paper's 1-based t=3: D/2, D/2; t=4: D/4, D/4, D/2.
 - ``equal_buffer``: D old pairs split equally over the earlier steps (D/3 each at 1-based t=4).
 
-These are *wanted* counts. ``kept_counts`` turns them into the pairs a buffer really keeps, exact
+These are *wanted* counts.
+
+Two more policies keep a buffer of a fixed size ``limit`` in pairs (a memory limit), whatever D is; their
+counts are exact already (no rounding) and only discard, so ``kept_counts`` is not needed for them:
+
+- ``reservoir_counts``: Vitter's Algorithm R (Vitter 1985, "Random sampling with a reservoir", ACM TOMS
+  11(1)) run over the stream's pairs in step order: after the steps before t, the buffer is a uniform
+  random ``limit``-subset of all their pairs (all of them while they fit).
+- ``fifo_counts``: the ``limit`` most recent pairs: whole steps from t-1 backwards, and of the oldest step
+  that fits only in part, as many pairs as fit.
+ ``kept_counts`` turns them into the pairs a buffer really keeps, exact
 integers: ``min(size_j, round(wanted_j))``, and, because the paper's buffer only discards, never more
 of step j than step t-1's buffer kept of it (steps that grow would otherwise bring discarded pairs
 back). The cap needs the previous step's counts, which are a pure function of the step sizes too, so
@@ -69,6 +79,90 @@ def equal_buffer(t: int, step_sizes: Sequence[int]) -> dict[int, float]:
     check_step(t, step_sizes)
     d = float(step_sizes[t])
     return {j: d / t for j in range(t)} if t else {}
+
+
+def _check_limit(limit) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise PlanError(f"a buffer limit must be a positive number of pairs, got {limit!r}")
+    return limit
+
+
+# numpy's hypergeometric sampler takes populations below 10**9 (per colour)
+_EXACT_BELOW = 10**9
+
+
+def _hypergeometric(rng, good: int, bad: int, draws: int) -> int:
+    """Good items among ``draws`` drawn without replacement from ``good`` + ``bad``: numpy's exact sampler,
+    or past its range (10**9 per colour) the binomial limit, kept inside the possible range."""
+    if draws <= 0 or good <= 0:
+        return 0
+    if bad <= 0:
+        return draws
+    if good < _EXACT_BELOW and bad < _EXACT_BELOW:
+        return int(rng.hypergeometric(good, bad, draws))
+    return int(min(good, draws, max(draws - bad, rng.binomial(draws, good / (good + bad)))))
+
+
+def reservoir_counts(t: int, step_sizes: Sequence[int], limit: int, seed: int = 0) -> dict[int, int]:
+    """The pairs of each step j < t in a reservoir of ``limit`` pairs after the steps before t, as
+    Algorithm R leaves it: a pure function of (step sizes, seed, limit).
+
+    Algorithm R keeps the first ``limit`` items, then item i (1-based) replaces a uniformly chosen
+    slot with probability limit / i. Run pair by pair it costs O(pairs) (billions on TiC-DataComp), so
+    it is run here on the per-step counts, which follow exactly the same law: after step s (N pairs
+    so far, n of them step s's), the reservoir is a uniform ``limit``-subset of the N pairs, so the
+    number of step-s pairs in it is hypergeometric (n good, N - n bad, ``limit`` drawn), and the old
+    pairs that stay are a uniform subset of the previous reservoir (every slot is equally likely to be
+    overwritten), so their split over the earlier steps is multivariate hypergeometric over the
+    previous counts. Step s's draws use a numpy generator seeded by (seed, s), so the reservoir of
+    step t extends the one of step t - 1 and a resumed run or the step cache sees the same counts.
+    Which pairs of a step stay is the buffer ranking's prefix (``TimeStream.buffer_keys``): a uniform
+    subset of the step for a seeded hash, nested as the count shrinks, as Algorithm R's survivors are.
+    Populations of 10**9 pairs or more (numpy's exact sampler stops there) draw from the binomial limit
+    (p = good / population), which differs from the hypergeometric law by O(draws / population)."""
+    import numpy as np
+
+    check_step(t, step_sizes)
+    limit = _check_limit(limit)
+    kept: dict[int, int] = {}
+    seen = 0
+    for s in range(t):
+        n = step_sizes[s]
+        if n == 0:
+            continue
+        if seen + n <= limit:  # everything still fits
+            kept[s] = n
+            seen += n
+            continue
+        rng = np.random.default_rng([int(seed) % 2**32, s, 0x52])
+        new = _hypergeometric(rng, n, seen, limit)
+        old = [j for j in sorted(kept) if kept[j] > 0]
+        left, rest = limit - new, sum(kept[j] for j in old)
+        stay = {}
+        for j in old:  # the old pairs that stay, split over the steps one after another (the marginals)
+            rest -= kept[j]
+            stay[j] = _hypergeometric(rng, kept[j], rest, left)
+            left -= stay[j]
+        kept = stay
+        kept[s] = new
+        seen += n
+    return {j: k for j, k in sorted(kept.items())}
+
+
+def fifo_counts(t: int, step_sizes: Sequence[int], limit: int) -> dict[int, int]:
+    """The ``limit`` most recent pairs before step t: all of steps t-1, t-2, ... while they fit, then
+    the part of the next older step that still fits (its first pairs in the buffer ranking: the pairs
+    of one step share its time, so ties are broken by the stable random ranking), then nothing. A pure
+    function of (step sizes, limit); a step's count only shrinks as t grows (FIFO only discards)."""
+    check_step(t, step_sizes)
+    room = _check_limit(limit)
+    kept: dict[int, int] = {}
+    for j in range(t - 1, -1, -1):
+        take = min(step_sizes[j], room)
+        if take > 0:
+            kept[j] = take
+        room -= take
+    return dict(sorted(kept.items()))
 
 
 def kept_counts(t: int, step_sizes: Sequence[int], buffer: BufferRule) -> dict[int, int]:
@@ -137,4 +231,4 @@ def buffer_plan(t: int, step_sizes: Sequence[int], buffer: BufferRule, *, init: 
 
 
 __all__ = ["BufferRule", "PlanError", "all_buffer", "buffer_plan", "check_step", "equal_buffer", "exp_buffer",
-           "kept_counts", "make_plan"]
+           "fifo_counts", "kept_counts", "make_plan", "reservoir_counts"]

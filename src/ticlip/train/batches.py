@@ -94,7 +94,8 @@ class Mixture:
     ``TimeStream.train_pipeline`` mixes them; ``counts[i]``: the exact pairs a buffer keeps, None for
     all of the step); ``pools``: sources outside this stream. Without pools the pipeline is exactly
     ``stream.train_pipeline(...)``; with pools, each part is drawn with its weight (this stream's part
-    with the sum of its sources' weights) by a seeded mixer."""
+    with the sum of its sources' weights) by a seeded mixer. ``origins``: the index in the plan's
+    sources of each local step, then of each pool (what ``mixture_record`` reports drawn counts by)."""
 
     stream: Any  # TimeStream
     steps: Sequence[int]
@@ -105,6 +106,7 @@ class Mixture:
     subset_seed: int | str = 0
     shuffle: int = 1000
     pools: Sequence[Pool] = ()
+    origins: Sequence[int] = ()
 
     @classmethod
     def from_plan(cls, stream, plan, transform, tokenizer, *, subset_seed: int | str | None = None,
@@ -113,7 +115,9 @@ class Mixture:
         from ticlip.methods.base import BufferSource, PoolSource
 
         local = [s for s in plan.sources if not isinstance(s, PoolSource) and s.weight > 0 and s.pairs > 0]
-        pools = [_pool(s) for s in plan.sources if isinstance(s, PoolSource) and s.weight > 0]
+        pool_sources = [s for s in plan.sources if isinstance(s, PoolSource) and s.weight > 0]
+        pools = [_pool(s) for s in pool_sources]
+        origins = [next(i for i, p in enumerate(plan.sources) if p is s) for s in local + pool_sources]
         counts = [s.pairs if isinstance(s, BufferSource) else None for s in local]
         seed = plan.subset_seed if subset_seed is None else subset_seed
         seed = 0 if seed is None else seed
@@ -121,7 +125,7 @@ class Mixture:
             if n is not None:
                 stream.buffer_keys(s.step, n, seed)
         return cls(stream, [s.step for s in local], [s.weight for s in local], counts,
-                   transform, tokenizer, seed, shuffle, pools)
+                   transform, tokenizer, seed, shuffle, pools, origins)
 
     def _local(self, seed: int, skipped=None):
         return self.stream.train_pipeline(
@@ -134,18 +138,108 @@ class Mixture:
         """The mixture's endless sample pipeline; ``skipped`` (a ``SkipCount``) counts bad samples."""
         if not self.pools:
             return self._local(seed, skipped)
-        parts, weights = [], []
+        parts, weights = [], self.part_weights()
         if self.steps:
             parts.append(self._local(seed, skipped))
-            weights.append(float(sum(self.weights)))
         for k, pool in enumerate(self.pools):
             parts.append(pool.stream.train_pipeline(
                 steps=None if pool.steps is None else list(pool.steps), transform=self.transform,
                 tokenizer=self.tokenizer, resampled=True, seed=derive_seed(seed, "pool", k), shuffle=self.shuffle,
                 skipped=skipped,
             ))
-            weights.append(float(pool.weight))
         return WeightedMix(parts, weights, derive_seed(seed, "mix"))
+
+    def part_weights(self) -> list[float]:
+        """The weights ``WeightedMix`` draws the parts with: this stream's part (all local sources), then each pool."""
+        return ([float(sum(self.weights))] if self.steps else []) + [float(pool.weight) for pool in self.pools]
+
+    def drawn(self, seed: int, micro_batches: int, *, chunk_batches: int, batch_size: int, workers: int,
+              world_size: int = 1) -> list[int]:
+        """Pairs drawn from each source (local steps, then pools) by the first ``micro_batches`` batches of
+        every rank of the webdataset path's batch stream with ``seed`` (``ChunkedBatches``).
+
+        Not counted while training (DataLoader workers prefetch batches the loop never takes, and a resumed
+        run would count twice), but replayed: each sample's source is the draw of a seeded mixer that is a
+        function of (chunk seed, rank, worker) alone, one draw per sample (a skipped bad sample is replaced
+        from the same source), so the same draws give the same counts."""
+        import collections
+        import random
+
+        from webdataset.utils import make_seed
+
+        n_local, weights = len(self.steps), self.part_weights()
+        local_probs = [w / float(sum(self.weights)) for w in self.weights] if n_local > 1 else []
+        out = [0] * (n_local + len(self.pools))
+        workers = max(1, workers)
+        for chunk in range(-(-micro_batches // chunk_batches)):
+            taken = min(chunk_batches, micro_batches - chunk * chunk_batches)
+            data_seed = derive_seed(seed, "data", chunk)
+            for rank in range(world_size):
+                for worker in range(workers):
+                    n = len(range(worker, taken, workers)) * batch_size  # the loader takes batches round-robin
+                    if not n:
+                        continue
+                    local = n
+                    if self.pools:  # WeightedMix's draws
+                        rng = random.Random(derive_seed(derive_seed(data_seed, "mix"), rank, worker))
+                        counts = collections.Counter(rng.choices(range(len(weights)), weights=weights, k=n))
+                        local = counts[0] if n_local else 0
+                        for k in range(len(self.pools)):
+                            out[n_local + k] += counts[k + (1 if n_local else 0)]
+                    if n_local == 1:
+                        out[0] += local
+                    elif local:  # the stream's own seeded mix over its steps (TimeStream.train_pipeline)
+                        rng = random.Random(make_seed(data_seed, 7919, rank * 1000 + worker))
+                        picks = collections.Counter(rng.choices(range(n_local), weights=local_probs, k=local))
+                        for i in range(n_local):
+                            out[i] += picks[i]
+        return out
+
+
+def mixture_record(plan, mixture: Mixture, drawn: Sequence[int], data_path: str) -> dict:
+    """step.json's ``mixture``: each plan source's kind, role (``new``: step t; ``buffer``: an earlier step of
+    this stream; ``pool``), ``ratio`` (its share of the draws) and ``pairs_drawn`` (``drawn``: per source
+    of ``mixture``, as ``Mixture.drawn`` / ``MemoryMixture.drawn`` count them); and the totals per role."""
+    from ticlip.methods.base import PoolSource, source_to_dict
+
+    total = float(sum(mixture.weights) + sum(p.weight for p in mixture.pools)) or 1.0
+    used = {o: i for i, o in enumerate(mixture.origins)}
+    weights = list(mixture.weights) + [p.weight for p in mixture.pools]
+    sources, ratios, pairs = [], {}, {}
+    for k, source in enumerate(plan.sources):
+        role = "pool" if isinstance(source, PoolSource) else "new" if source.step == plan.step else "buffer"
+        i = used.get(k)
+        ratio = weights[i] / total if i is not None else 0.0
+        n = int(drawn[i]) if i is not None else 0
+        d = source_to_dict(source)
+        sources.append({"role": role, "kind": d["kind"], **{key: d[key] for key in ("step", "stream", "steps", "shards")
+                                                             if key in d}, "ratio": ratio, "pairs_drawn": n})
+        ratios[role] = ratios.get(role, 0.0) + ratio
+        pairs[role] = pairs.get(role, 0) + n
+    return {"data_path": data_path, "ratios": ratios, "pairs_drawn": pairs, "sources": sources}
+
+
+def check_pools(plans, where: str = "method") -> None:
+    """Every pool of ``plans`` as the data path will open it (``_pool``): a pool stream must load (every
+    local shard present) and hold its steps; shard URLs go through ``check_shard_url`` (never pipe:).
+    ``ConfigError``, one line naming ``where``, for the first problem (``check_run``: before any work)."""
+    from ticlip.methods.base import PoolSource
+    from ticlip.schema import ConfigError
+    from ticlip.errors import TiclipError
+
+    seen = set()
+    for plan in plans:
+        for source in plan.sources:
+            if not isinstance(source, PoolSource) or source.weight <= 0 or source in seen:
+                continue
+            seen.add(source)
+            try:
+                pool = _pool(source)
+                for s in pool.steps or ():
+                    pool.stream.step(s)
+            except TiclipError as e:
+                key = "pool_stream" if source.stream is not None else "pool_shards"
+                raise ConfigError(f"{where} {key}: {e}".replace("\n", " ")) from None
 
 
 def _pool(source) -> Pool:

@@ -1,12 +1,15 @@
 """Train from memory: a step's mixture decoded once, batches drawn by seeded index sampling and augmented
 as tensors (``ticlip.data.tensor_augment``), instead of re-reading and re-decoding webdataset shards.
 
-``memory_mixture(mixture, ...)`` decides: when the mixture holds only this stream's steps and replay
-buffers and its pairs fit under ``TrainConfig.memory_limit_mb`` (estimated from the manifest's counts
-before anything is read), every image of those pairs is decoded once into an ``ImageCache`` (RGBA
-uint8 at the model's resolution) and every caption tokenized once; otherwise it returns None and the
-step keeps the webdataset path (``ticlip.train.batches``) unchanged. A buffer keeps exactly the pairs
-the webdataset path keeps (``TimeStream.buffer_keys``, the same ranking).
+``memory_mixture(mixture, ...)`` decides: when the mixture's pairs (this stream's steps and replay
+buffers, and every train pair of its pretraining pools) fit under ``TrainConfig.memory_limit_mb``
+(estimated from the manifests' counts before anything is read), every image of those pairs is decoded
+once into an ``ImageCache`` (RGBA uint8 at the model's resolution) and every caption tokenized once;
+otherwise it returns None and the step keeps the webdataset path (``ticlip.train.batches``)
+unchanged: a pool too large for the limit sends the whole step to the webdataset path. A buffer keeps
+exactly the pairs the webdataset path keeps (``TimeStream.buffer_keys``, the same ranking); a pool's
+steps are sources of their own, weighted like the webdataset path's pool pipeline weights them (the
+pool's weight split over its steps by their manifest counts).
 
 Decoded pairs live in a process-wide store keyed by the step's shards, the cache side and the
 tokenizer, so the next step of a run (Cumulative: every earlier step again) decodes only its new step;
@@ -64,6 +67,7 @@ class MemorySource:
     pairs: DecodedPairs
     rows: torch.Tensor
     weight: float
+    origin: int = 0  # the mixture source it stands for: a local step's index, or len(steps) + a pool's
 
 
 def bytes_per_pair(image_size: int, context_length: int) -> int:
@@ -82,8 +86,7 @@ class MemoryMixture:
 
     def __init__(self, sources: Sequence[MemorySource], augment: TensorAugment):
         self.sources, self.augment = list(sources), augment
-        total = float(sum(s.weight for s in self.sources))
-        self.probs = torch.tensor([s.weight / total for s in self.sources], dtype=torch.float64)
+        self.probs = source_probs([s.weight for s in self.sources])
 
     def __len__(self) -> int:
         return sum(len(s.rows) for s in self.sources)
@@ -100,12 +103,8 @@ class MemoryMixture:
     def chunk_plan(self, seed: int, chunk: int, batches: int, per_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(source, position within the source) of every sample of chunk ``chunk``: two (batches, per_batch)
         tensors, a function of (seed, chunk, shape) only."""
-        g = torch.Generator().manual_seed(derive_seed(seed, "memory-plan", chunk))
         total = batches * per_batch
-        if len(self.sources) == 1:
-            src = torch.zeros(total, dtype=torch.long)
-        else:
-            src = torch.multinomial(self.probs, total, replacement=True, generator=g)
+        src, g = chunk_sources(self.probs, seed, chunk, total)
         pos = torch.empty(total, dtype=torch.long)
         for k, source in enumerate(self.sources):
             where = (src == k).nonzero().flatten()
@@ -136,6 +135,50 @@ class MemoryMixture:
             cache.alpha[where] = images.alpha[rows]
             tokens[where] = source.pairs.tokens[rows]
         return self.augment(cache, g), tokens
+
+
+def source_probs(weights: Sequence[float]) -> torch.Tensor:
+    """The probability of drawing each memory source."""
+    total = float(sum(weights))
+    return torch.tensor([w / total for w in weights], dtype=torch.float64)
+
+
+def chunk_sources(probs: torch.Tensor, seed: int, chunk: int, total: int) -> tuple[torch.Tensor, torch.Generator]:
+    """The source of each of the ``total`` samples of chunk ``chunk`` (the first draws of the chunk's
+    generator), and the generator, which ``chunk_plan`` goes on drawing positions from."""
+    g = torch.Generator().manual_seed(derive_seed(seed, "memory-plan", chunk))
+    if len(probs) == 1:
+        return torch.zeros(total, dtype=torch.long), g
+    return torch.multinomial(probs, total, replacement=True, generator=g), g
+
+
+def memory_sources(mixture: Any) -> list[tuple[Any, Any, float, int | None, int]]:
+    """The memory path's sources of ``mixture``, read from the manifests alone: (stream, step, weight,
+    pairs kept or None for all, origin) for each local step, then for each step of each pool."""
+    out = [(mixture.stream, mixture.stream.step(s), float(w), n, i)
+           for i, (s, w, n) in enumerate(zip(mixture.steps, mixture.weights, mixture.counts))]
+    for k, pool in enumerate(mixture.pools):
+        steps = [pool.stream.step(s) for s in (pool.steps if pool.steps is not None else range(len(pool.stream.steps)))]
+        sizes = [max(st.train.count, 1) for st in steps]  # as the pool's train_pipeline weighs its steps
+        out += [(pool.stream, st, float(pool.weight) * n / sum(sizes), None, len(mixture.steps) + k)
+                for st, n in zip(steps, sizes)]
+    return out
+
+
+def memory_drawn(mixture: Any, seed: int, micro_batches: int, *, chunk_batches: int, global_batch: int) -> list[int]:
+    """Pairs drawn from each source of ``mixture`` (local steps, then pools) by the first ``micro_batches``
+    global batches of the memory path's batch stream with ``seed`` (``MemoryBatches``): the sources of
+    ``chunk_plan``'s samples, replayed from the seed alone (no pair needs to be decoded)."""
+    sources = memory_sources(mixture)
+    probs = source_probs([w for _, _, w, _, _ in sources])
+    out = [0] * (len(mixture.steps) + len(mixture.pools))
+    for chunk in range(-(-micro_batches // chunk_batches)):
+        taken = min(chunk_batches, micro_batches - chunk * chunk_batches)
+        src, _ = chunk_sources(probs, seed, chunk, chunk_batches * global_batch)
+        counts = torch.bincount(src[:taken * global_batch], minlength=len(sources)).tolist()
+        for (_, _, _, _, origin), n in zip(sources, counts):
+            out[origin] += n
+    return out
 
 
 def _decode(stream, st, keys: list[str], side: int, tokenizer) -> tuple[ImageCache, torch.Tensor, list[str]]:
@@ -191,35 +234,34 @@ def memory_mixture(mixture: Any, *, image_size: int, mean: Sequence[float] | Non
     webdataset path."""
     if not limit_mb or limit_mb <= 0:
         return None, "memory_limit_mb is 0"
-    if mixture.pools:
-        return None, "the mixture draws from pools outside the stream"
-    stream, side = mixture.stream, cache_side(image_size)
+    side = cache_side(image_size)
     fingerprint = _tokenizer_fingerprint(mixture.tokenizer)
     per_pair = bytes_per_pair(image_size, fingerprint[2][-1])
     limit = limit_mb * 2**20
-    steps = [stream.step(s) for s in mixture.steps]
-    # a first estimate from the manifest, before any shard is read
-    estimate = sum((st.train.count if n is None else min(n, st.train.count)) * per_pair
-                   for st, n in zip(steps, mixture.counts))
+    planned = memory_sources(mixture)
+    # a first estimate from the manifests, before any shard is read
+    estimate = sum((st.train.count if n is None else min(n, st.train.count)) * per_pair for _, st, _, n, _ in planned)
     if estimate > limit:
-        return None, f"its pairs need about {estimate / 2**20:.0f} MB, over memory_limit_mb {limit_mb:g}"
+        pooled = " (with its pools)" if mixture.pools else ""
+        return None, f"its pairs{pooled} need about {estimate / 2**20:.0f} MB, over memory_limit_mb {limit_mb:g}"
     picked = []
-    for st, w, n in zip(steps, mixture.weights, mixture.counts):
+    for stream, st, w, n, origin in planned:
         if not st.train.shards or not w > 0:
             return None, f"step {st.label!r} has no train shards or no weight"
         keys = [p.key for p in stream.train_index(st)] if n is None else stream.buffer_keys(st, n, mixture.subset_seed)
         if not keys or len(set(keys)) != len(keys):
             return None, f"step {st.label!r} keeps no pair or repeats a key"
-        picked.append((st, w, keys))
-    actual = sum(len(keys) for _, _, keys in picked) * per_pair
+        picked.append((stream, st, w, keys, origin))
+    actual = sum(len(keys) for *_, keys, _ in picked) * per_pair
     if actual > limit:  # the manifest's counts were low
         return None, f"its pairs need about {actual / 2**20:.0f} MB, over memory_limit_mb {limit_mb:g}"
     sources = []
-    for st, w, keys in picked:
+    for stream, st, w, keys, origin in picked:
         pairs = _pairs_of(stream, st, keys, side, mixture.tokenizer, fingerprint)
         if pairs is None:
             return None, f"step {st.label!r}: some of its pairs could not be read from its shards"
-        sources.append(MemorySource(st.label, pairs, torch.tensor([pairs.row[k] for k in keys]), float(w)))
+        label = st.label if origin < len(mixture.steps) else f"pool {origin - len(mixture.steps)}: {st.label}"
+        sources.append(MemorySource(label, pairs, torch.tensor([pairs.row[k] for k in keys]), float(w), origin))
     _trim_store({id(s.pairs) for s in sources}, limit)
     return MemoryMixture(sources, TensorAugment(image_size, mean=mean, std=std)), ""
 
@@ -265,5 +307,5 @@ class MemoryBatches(IterableDataset):
             chunk += 1
 
 
-__all__ = ["DATA_PATHS", "MemoryBatches", "MemoryMixture", "MemorySource", "bytes_per_pair", "clear_store",
-           "memory_mixture"]
+__all__ = ["DATA_PATHS", "MemoryBatches", "MemoryMixture", "MemorySource", "bytes_per_pair", "chunk_sources",
+           "clear_store", "memory_drawn", "memory_mixture", "memory_sources", "source_probs"]

@@ -236,10 +236,15 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
         total = float(cfg.iterations_per_step) * global_batch * mpp * n_steps
         budget = Budget(total, n_steps, mpp, global_batch, cfg.budget_scale)
     step_sizes = [s.train.count for s in stream.steps]
+    plans = []
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
         plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later
         sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init,
                            step_position(method, budget, t, step_sizes))  # the meta schedules' place in the run
+        plans.append(plan)
+    from ticlip.train.batches import check_pools
+
+    check_pools(plans, f"method {method.name}")  # a pretraining pool's stream or shards (ticlip.methods.mixture)
     return CheckedRun(method, indices, sched_cfg, budget, mpp, global_batch)
 
 

@@ -443,10 +443,36 @@ class StepTrainer:
             "facts": facts,
             "skipped_samples": skipped_in_log(self.log_path),  # truncated shards, corrupt images: skipped, counted
         }
+        if len(self.plan.sources) > 1:  # each source's ratio and the pairs drawn from it (ticlip.train.batches)
+            summary["mixture"] = self._mixture_record()
         write_text_atomic(os.path.join(self.dir, "step.json"), json.dumps(summary, indent=2, default=_jsonable) + "\n")
         run.say(f"step {self.label} ({t + 1}/{len(run.stream.steps)}): {self.iterations} iterations, "
                 f"{ls.pairs_seen} pairs, loss {_fmt(ls.first_loss)} -> {_fmt(ls.last_loss)}, "
                 f"{ls.macs + self.extra_macs:.3g} MACs -> {os.path.join(self.dir, 'checkpoint.pt')}")
+
+    def _mixture_record(self) -> dict:
+        """The pairs each plan source gave the deployed weights' training (main phase, then const-cosine's
+        branch; the trunk repeats the branch's batches), replayed from the data path's seeds, so a
+        resumed or reused step counts each batch once."""
+        from ticlip.train.batches import derive_seed, mixture_record
+        from ticlip.train.memory import memory_drawn
+
+        cfg, t, path = self.run_ctx.cfg, self.t, getattr(self, "data_path", None) or self.resumed_data_path
+        phases = [("main", self.sched.branch_point)]
+        if self.sched.has_branch:
+            phases.append(("tail", self.iterations - self.sched.branch_point))
+        drawn = [0] * len(self.mixture.origins)
+        for tag, iterations in phases:
+            seed, micro = derive_seed(cfg.seed, t, tag), iterations * cfg.accum_freq
+            chunk = self.chunk * cfg.accum_freq
+            if path == "memory":
+                got = memory_drawn(self.mixture, seed, micro, chunk_batches=chunk,
+                                   global_batch=cfg.batch_size * self.run_ctx.dist.world_size)
+            else:
+                got = self.mixture.drawn(seed, micro, chunk_batches=chunk, batch_size=cfg.batch_size,
+                                         workers=cfg.workers, world_size=self.run_ctx.dist.world_size)
+            drawn = [a + b for a, b in zip(drawn, got)]
+        return mixture_record(self.plan, self.mixture, drawn, path or "webdataset")
 
     # ------------------------------------------------------------------ rewind (const-cosine)
     def rewind(self) -> None:

@@ -17,6 +17,7 @@ from ticlip.methods.cumulative import CumulativeAll, CumulativeEqual, Cumulative
 from ticlip.methods.ewc import EWC
 from ticlip.methods.from_scratch import Oracle, Restart
 from ticlip.methods.lwf import LwF
+from ticlip.methods.merge import Merge
 from ticlip.methods.params import ALIASES, MethodError, param_defaults, resolve_params
 from ticlip.methods.patching import EmaMerge, Patching
 from ticlip.methods.sequential import Sequential
@@ -24,7 +25,7 @@ from ticlip.methods.sequential import Sequential
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Oracle, Restart, Sequential, CumulativeAll, CumulativeExp, CumulativeEqual, Patching, LwF, EWC,
-                EmaMerge)
+                EmaMerge, Merge)
 }
 
 

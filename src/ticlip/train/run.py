@@ -237,7 +237,8 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     step_sizes = [s.train.count for s in stream.steps]
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
         plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later
-        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init)
+        start = "initial" if plan.init == "initial" else "previous"  # "trained" is a warm start too
+        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, start)
     return CheckedRun(method, indices, sched_cfg, budget, mpp, global_batch)
 
 

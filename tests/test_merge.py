@@ -288,3 +288,38 @@ def test_a_crash_then_resume_gives_the_same_checkpoints(toy_stream, tmp_path, wh
         for name in ("checkpoint.pt", "trained.pt"):
             a, b = weights(tmp_path / "ref" / "steps" / t / name), weights(tmp_path / "crashed" / "steps" / t / name)
             assert all(torch.equal(a[k], b[k]) for k in a), (t, name)
+
+
+# --------------------------------------------------------------------------- Patching and EMA as before
+PRE12 = os.environ.get("TICLIP_PRE12_SRC", "/tmp/pre12/src")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(PRE12), reason=f"the code before the merge family is not at {PRE12}")
+@pytest.mark.parametrize("method, extra", [
+    ("patching", ["--method-param", "alphas=0,0.5,1"]),
+    ("ema-merge", ["--method-param", "alpha=0.3", "--schedule", "const-cosine", "--decay-fraction", "0.4"]),
+])
+def test_patching_and_ema_merge_give_the_same_weights_as_before_the_family(toy_stream, tmp_path, method, extra):
+    """The same tiny run trained by the code before this family (``TICLIP_PRE12_SRC``, default
+    /tmp/pre12/src) and by this one, each in its own process: identical checkpoints, bit for bit."""
+    import subprocess
+    import sys
+
+    import ticlip
+
+    here = os.path.dirname(os.path.dirname(ticlip.__file__))
+    args = ["train", "--stream", toy_stream.root, "--logs", str(tmp_path), "--method", method, "--iterations-per-step",
+            "5", "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "0:2", "--no-progress",
+            "--threads", "1", *extra]
+    for name, src in (("before", PRE12), ("now", here)):
+        env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", "ticlip.cli", *args, "--name", name], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+    for t in ("0", "1", "2"):
+        a = weights(tmp_path / "before" / "steps" / t / "checkpoint.pt")
+        b = weights(tmp_path / "now" / "steps" / t / "checkpoint.pt")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), t
+        assert step_json(tmp_path / "before", int(t))["facts"] == step_json(tmp_path / "now", int(t))["facts"]
+    assert step_json(tmp_path / "now", 1)["facts"]["alpha"] in ((0.0, 0.5, 1.0) if method == "patching" else (0.3,))

@@ -60,6 +60,40 @@ def test_where_the_next_step_starts(train_from, deploy, init, changes, continues
     assert next_step_continues(m, 1, SIZES) is continues and not next_step_continues(m, 3, SIZES)
 
 
+@pytest.mark.parametrize("params, message", [
+    (["operator=tie"], "operator"),
+    (["operator=lerp", "drop_rate=0.3"], "drop_rate is not used by operator lerp"),
+    (["operator=average", "weights=1,1"], "weights has 2 value"),  # the toy stream has 4 steps
+])
+def test_the_cli_reaches_merge_by_name_and_refuses_bad_parameters_before_any_work(toy_stream, tmp_path, capsys,
+                                                                                     params, message):
+    from ticlip.cli import main
+
+    argv = ["train", "--stream", toy_stream.root, "--logs", str(tmp_path), "--no-progress", "--name", "bad",
+            "--iterations-per-step", "2", "--warmup", "0", "--method", "merge",
+            *[a for p in params for a in ("--method-param", p)]]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line]
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_an_experiment_checks_merge_parameters_before_any_work(toy_stream, tmp_path, capsys):
+    import yaml
+
+    from ticlip.cli import main
+
+    d = {"name": "exp", "stream": {"path": toy_stream.root, "source": None},
+         "train": {"iterations_per_step": 2, "batch_size": 8, "warmup": 1, "workers": 0, "progress": False},
+         "methods": ["merge"], "method_params": {"merge": {"operator": "ties", "alpha": 0.3}}, "seeds": [0],
+         "eval": {"tasks": ["retrieval"], "seeds": 1}, "logs": str(tmp_path / "runs")}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(d))
+    assert main(["run", str(tmp_path / "e.yaml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "method_params.merge" in err and "alpha is not used by operator ties" in err
+    assert not (tmp_path / "runs").exists()
+
+
 # --------------------------------------------------------------------------- the running merge
 class Tiny(torch.nn.Module):
     def __init__(self):

@@ -249,8 +249,9 @@ class StepTrainer:
             if self.plan.init == "trained" and os.path.exists(trained):
                 return trained, f"step {t - 1}'s trained weights (before its end hook)", "previous"
             if self.plan.init == "trained" and run.method.end_step_changes_weights:
-                raise RunRefused(f"step {t} starts from the weights step {t - 1} trained, but {trained} is missing "
-                                 f"(step {t - 1} was trained by a ticlip that did not write it); start a new run (--name)")
+                raise RunRefused(f"step {t} starts from the weights step {t - 1} trained, but {trained} is "
+                                 f"missing (step {t - 1} was trained by a ticlip that did not write it); start a new "
+                                 "run (--name)")
             return os.path.join(prev, "checkpoint.pt"), f"step {t - 1}'s checkpoint", "previous"
         if run.cfg.init:  # e.g. a released checkpoint of step t - 1
             return run.cfg.init, f"--init {run.cfg.init}", "previous"

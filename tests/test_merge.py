@@ -357,3 +357,24 @@ def test_patching_and_ema_merge_give_the_same_weights_as_before_the_family(toy_s
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), t
         assert step_json(tmp_path / "before", int(t))["facts"] == step_json(tmp_path / "now", int(t))["facts"]
     assert step_json(tmp_path / "now", 1)["facts"]["alpha"] in ((0.0, 0.5, 1.0) if method == "patching" else (0.3,))
+
+
+@pytest.mark.slow
+def test_the_step_cache_keys_a_step_on_the_weights_it_really_starts_from(toy_stream, tmp_path):
+    """train_from=merge with deploy=trained: the trainer loads step t-1's checkpoint (θ_{t-1}, as
+    Sequential would) and begin_step swaps in M_{t-1}. Step 1 (M_0 = θ_0) trains exactly like
+    Sequential's and is reused; step 2 (M_1 ≠ θ_1) is not, and matches the run without a cache."""
+    cache = str(tmp_path / "cache")
+    params = {"operator": "lerp", "alpha": 0.5, "train_from": "merge", "deploy": "trained"}
+    train_run(config(toy_stream, tmp_path, "seq", "sequential", steps="0:2", step_cache=cache))
+    train_run(config(toy_stream, tmp_path, "m", "merge", params, steps="0:2", step_cache=cache))
+    train_run(config(toy_stream, tmp_path, "alone", "merge", params, steps="0:2"))
+    reused = [step_json(tmp_path / "m", t)["step_cache"]["reused"] for t in range(3)]
+    assert reused == [True, True, False]
+    for t in ("0", "1", "2"):
+        a, b = weights(tmp_path / "m" / "steps" / t / "checkpoint.pt"), weights(tmp_path / "alone" / "steps" / t /
+                                                                                 "checkpoint.pt")
+        assert all(torch.equal(a[k], b[k]) for k in a), t
+    s2 = weights(tmp_path / "seq" / "steps" / "2" / "checkpoint.pt")
+    m2 = weights(tmp_path / "m" / "steps" / "2" / "checkpoint.pt")
+    assert not all(torch.equal(s2[k], m2[k]) for k in s2)

@@ -18,6 +18,7 @@ from ticlip.methods.cumulative import (CumulativeAll, CumulativeEqual, Cumulativ
 from ticlip.methods.ewc import EWC
 from ticlip.methods.from_scratch import Oracle, Restart
 from ticlip.methods.lwf import LwF
+from ticlip.methods.merge import Merge
 from ticlip.methods.mixture import DataMixture
 from ticlip.methods.params import ALIASES, MethodError, param_defaults, resolve_params
 from ticlip.methods.patching import EmaMerge, Patching
@@ -26,7 +27,7 @@ from ticlip.methods.sequential import Sequential
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (Oracle, Restart, Sequential, CumulativeAll, CumulativeExp, CumulativeEqual, Patching, LwF, EWC,
-                EmaMerge, CumulativeReservoir, CumulativeFifo, DataMixture)
+                EmaMerge, CumulativeReservoir, CumulativeFifo, DataMixture, Merge)
 }
 
 

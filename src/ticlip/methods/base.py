@@ -30,9 +30,12 @@ from typing import Any, Callable, ClassVar, Literal, Union
 from ticlip.schema import ConfigError, Schema
 
 # "initial": the run's initial weights (random with the run's seed, or the run's --init checkpoint
-# for the first step it trains); "previous": the checkpoint step t - 1 ended with.
-Init = Literal["initial", "previous"]
-INITS = ("initial", "previous")
+# for the first step it trains); "previous": the checkpoint step t - 1 ended with; "trained": the
+# weights step t - 1 trained, before its end_step changed them (the merge family's train_from=trained:
+# step t - 1's constant-LR trunk under const-cosine, else the trained.pt the trainer writes beside
+# checkpoint.pt when the next plan asks for it).
+Init = Literal["initial", "previous", "trained"]
+INITS = ("initial", "previous", "trained")
 
 
 # --------------------------------------------------------------------------- plan sources

@@ -42,7 +42,7 @@ def resolve_params(cls, params: Mapping[str, Any] | None, *, source: str = "") -
     try:
         return cls.Params.load(data, source=f"{prefix}method {cls.name} parameter").to_dict()
     except ConfigError as e:
-        raise MethodError(str(e).replace("\n", "; ")) from None
+        raise MethodError(str(e).replace("\n", "; ").replace("(top level): ", "")) from None
 
 
 def float_list(value):

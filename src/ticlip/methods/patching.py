@@ -1,4 +1,5 @@
-"""Patching (sequential weight interpolation) and EMA merging.
+"""Patching (sequential weight interpolation) and EMA merging: members of the ``merge`` family
+(``ticlip.methods.merge``) with operator lerp, trained from and deploying the merge.
 
 Patching (TiC-CLIP, after Ilharco et al.'s PAINT): train on step t's data from the last *patched*
 model θ_prev, then set θ = (1 − α)·θ_prev + α·θ_new with α chosen on a grid by the mean retrieval
@@ -14,7 +15,8 @@ EMA merge (FoMo-in-Flux's model merging, the simplest form): the same interpolat
 and no search, so no extra compute.
 
 ``end_step`` changes ``ctx.model`` in place; the trainer saves step t's checkpoint after it, so the
-next step's "previous" model is the patched one.
+next step's "previous" model is the patched one. The interpolation is ``merge_ops.lerp`` (the family's
+operator), and the running merge lives in the family's state (``merged``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import logging
 
 from ticlip.errors import TiclipError
-from ticlip.methods.base import MethodContext, StepCost, StepOutcome
+from ticlip.methods.base import MethodContext, StepCost
+from ticlip.methods.merge import Merge
+from ticlip.methods.merge_ops import lerp
 from ticlip.methods.params import float_list
-from ticlip.methods.sequential import Sequential
 from ticlip.schema import Field, Schema, field_validator
 
 log = logging.getLogger(__name__)
@@ -32,21 +35,9 @@ log = logging.getLogger(__name__)
 DEFAULT_ALPHAS = tuple(round(0.1 * i, 1) for i in range(11))
 
 
-def _float_state(model) -> dict:
-    """A detached copy of the model's state on the CPU."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-
-
 def interpolate(prev: dict, new: dict, alpha: float) -> dict:
-    """(1 − α)·prev + α·new for floating-point tensors; other entries come from ``new``."""
-    out = {}
-    for k, v in new.items():
-        p = prev.get(k)
-        if p is not None and v.is_floating_point() and p.shape == v.shape:
-            out[k] = p.to(v.device, v.dtype).lerp(v, alpha) if alpha != 1.0 else v.clone()
-        else:
-            out[k] = v.clone()
-    return out
+    """(1 − α)·prev + α·new for floating-point tensors; other entries come from ``new`` (``merge_ops.lerp``)."""
+    return lerp(prev, new, alpha)
 
 
 def _check_alphas(alphas: tuple) -> tuple:
@@ -55,9 +46,10 @@ def _check_alphas(alphas: tuple) -> tuple:
     return alphas
 
 
-class _Interpolating(Sequential):
+class _Interpolating(Merge):
     """Sequential training, then θ = (1 − α)·θ_prev + α·θ_new with α from ``self.alphas`` (a search
-    over the earlier steps' validation sets when there are several)."""
+    over the earlier steps' validation sets when there are several): the ``merge`` family with operator
+    lerp, train_from = deploy = merge (θ_prev is the running merge M_{t-1})."""
 
     expensive_end_step = True
     # The next step trains from the merged weights (the paper's Patching), so under const-cosine
@@ -65,10 +57,6 @@ class _Interpolating(Sequential):
     end_step_changes_weights = True
     alphas: tuple = (1.0,)
     eval_batch_size: int = 256
-
-    def __init__(self, **params):
-        super().__init__(**params)
-        self._prev: dict | None = None
 
     # ------------------------------------------------------------------- cost
     @property
@@ -100,8 +88,9 @@ class _Interpolating(Sequential):
 
     # ----------------------------------------------------------------------------- hooks
     def begin_step(self, ctx: MethodContext) -> None:
-        # The model was just initialised from the last patched checkpoint: remember it.
-        self._prev = _float_state(ctx.model) if ctx.step > 0 else None
+        # The model was just initialised from the last patched checkpoint: the family remembers it as
+        # the running merge M_{t-1}.
+        super().begin_step(ctx)
         if ctx.step > 0:
             self.check_stream(ctx.stream)  # before training, not after it
 
@@ -149,23 +138,25 @@ class _Interpolating(Sequential):
         best = max(scores, key=lambda a: (scores[a], a))
         return best, scores, len(self.alphas) * tuned_on["pairs"], tuned_on
 
-    def end_step(self, ctx: MethodContext) -> StepOutcome:
-        if ctx.step == 0 or self._prev is None:
-            return StepOutcome({"alpha": 1.0}, StepCost())
-        new = {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+    def merge_step(self, ctx: MethodContext, trained: dict) -> tuple[dict, dict, StepCost]:
+        """M_t = lerp(M_{t-1}, θ_t, α), α fixed or searched; step 0 is not patched. The state keeps
+        M_{t-1} (the weights the step started from, as before the family): the next step starts from
+        M_t, the deployed checkpoint, and ``begin_step`` takes it from there."""
+        prev = self._merged
+        if ctx.step == 0 or prev is None:
+            return trained, {"alpha": 1.0}, StepCost()
         if not self.searches:
-            ctx.model.load_state_dict(interpolate(self._prev, new, self.alphas[0]))
-            return StepOutcome({"alpha": self.alphas[0], "alpha_scores": {}}, StepCost())
-        alpha, scores, pairs, tuned_on = self.choose_alpha(ctx, self._prev, new)
-        ctx.model.load_state_dict(interpolate(self._prev, new, alpha))
-        return StepOutcome({"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()},
-                            "tuned_on": tuned_on}, StepCost(extra_pairs=pairs))
+            merged = interpolate(prev, trained, self.alphas[0])
+            facts, cost = {"alpha": self.alphas[0], "alpha_scores": {}}, StepCost()
+        else:
+            alpha, scores, pairs, tuned_on = self.choose_alpha(ctx, prev, trained)
+            merged = interpolate(prev, trained, alpha)
+            facts = {"alpha": alpha, "alpha_scores": {str(a): s for a, s in scores.items()}, "tuned_on": tuned_on}
+            cost = StepCost(extra_pairs=pairs)
+        return merged, facts, cost
 
     def state_dict(self) -> dict:
-        return {"prev": self._prev}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._prev = state.get("prev")
+        return {"prev": self._merged}  # the layout of method.pt before the family
 
 
 class Patching(_Interpolating):
@@ -186,6 +177,7 @@ class Patching(_Interpolating):
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.operator, self.train_from, self.deploy = "lerp", "merge", "merge"
         self.alphas = tuple(self.params["alphas"])
         self.eval_batch_size = self.params["eval_batch_size"]
 
@@ -200,5 +192,6 @@ class EmaMerge(_Interpolating):
 
     def __init__(self, **params):
         super().__init__(**params)
+        self.operator, self.train_from, self.deploy = "lerp", "merge", "merge"
         self.alpha = self.params["alpha"]
         self.alphas = (self.alpha,)

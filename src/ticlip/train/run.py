@@ -239,7 +239,8 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     plans = []
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
         plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later
-        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, plan.init,
+        start = "initial" if plan.init == "initial" else "previous"  # "trained" is a warm start too
+        sched_cfg.for_step(budget.plan_step(method, t, schedule=sched_cfg, stream=stream).iterations, start,
                            step_position(method, budget, t, step_sizes))  # the meta schedules' place in the run
         plans.append(plan)
     from ticlip.train.batches import check_pools

@@ -354,12 +354,16 @@ def next_step_continues(method, t: int, step_sizes: Sequence[int]) -> bool:
     False after the stream's last step, when the next plan starts from the run's initial weights
     (Oracle, Restart), and when the method's ``end_step`` changes the deployed weights
     (``end_step_changes_weights``, e.g. patching): the next step then starts from the deployed
-    checkpoint, since the trunk never saw what ``end_step`` did."""
+    checkpoint, since the trunk never saw what ``end_step`` did. True when the next plan's init is
+    "trained" (the weights step t trained before ``end_step``: the trunk continues them)."""
     if t + 1 >= len(step_sizes):
         return False
+    init = method.plan(t + 1, list(step_sizes)).init
+    if init == "trained":  # the weights step t trained, before end_step: its trunk (the merge family)
+        return True
     if getattr(method, "end_step_changes_weights", False):
         return False
-    return method.plan(t + 1, list(step_sizes)).init == "previous"
+    return init == "previous"
 
 
 def make_schedule(

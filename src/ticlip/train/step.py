@@ -12,7 +12,9 @@
 - ``train``: the main phase (to the const-cosine branch point, or to the end), then the decay
   branch when the schedule has one.
 - ``finish``: the method's ``end_step`` (saved before it when the method says it is expensive),
-  then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``.
+  then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``; before ``end_step``,
+  ``trained.pt`` when the next step starts from the weights this step trained (plan init "trained")
+  and ``end_step`` changes the deployed ones (the merge family's train_from=trained, deploy=merge).
 - ``rewind``: const-cosine only, when the next step continues from this one's weights
   (``Budget.next_step_continues``: not after the stream's last step, not for Oracle and Restart, whose
   next step starts from the initial weights, and not for a method whose ``end_step`` changes the
@@ -246,6 +248,13 @@ class StepTrainer:
             trunk = os.path.join(prev, "continue.pt")
             if os.path.exists(trunk):
                 return trunk, f"step {t - 1}'s constant-LR trunk", "previous"
+            trained = os.path.join(prev, "trained.pt")
+            if self.plan.init == "trained" and os.path.exists(trained):
+                return trained, f"step {t - 1}'s trained weights (before its end hook)", "previous"
+            if self.plan.init == "trained" and run.method.end_step_changes_weights:
+                raise RunRefused(f"step {t} starts from the weights step {t - 1} trained, but {trained} is "
+                                 f"missing (step {t - 1} was trained by a ticlip that did not write it); start a new "
+                                 "run (--name)")
             return os.path.join(prev, "checkpoint.pt"), f"step {t - 1}'s checkpoint", "previous"
         if run.cfg.init:  # e.g. a released checkpoint of step t - 1
             return run.cfg.init, f"--init {run.cfg.init}", "previous"
@@ -403,6 +412,7 @@ class StepTrainer:
         method = self.run_ctx.method
         if method.expensive_end_step:
             self.save_state("end")  # a kill inside a long end hook does not redo the training
+        self._write_trained()
         outcome = method.end_step(self.ctx)
         if not isinstance(outcome, StepOutcome):
             raise TypeError(f"{type(method).__name__}.end_step must return a StepOutcome, got {type(outcome).__name__}")
@@ -415,6 +425,23 @@ class StepTrainer:
             facts["extra_macs"] = self.extra_macs
         self._write_deployable(facts)
         self.phase = "trunk" if self.sched.has_branch and self.continues else "done"
+
+    def _write_trained(self) -> None:
+        """``trained.pt``: the weights this step trained, before ``end_step`` changes them, when the next
+        step's plan starts from them (init "trained") and neither the deployable checkpoint (end_step
+        changes it) nor const-cosine's trunk (``continue.pt``) will hold them. Rank 0, atomically, in
+        open_clip's format; rewritten identically when a resumed step finishes again."""
+        from ticlip.models import save_checkpoint
+
+        run, t = self.run_ctx, self.t
+        if not run.dist.is_main or t + 1 >= len(run.stream.steps) or not run.method.end_step_changes_weights:
+            return
+        if self.sched.has_branch and self.continues:
+            return  # the next step starts from the trunk
+        if run.method.plan(t + 1, [s.train.count for s in run.stream.steps]).init != "trained":
+            return
+        save_checkpoint(self.model, os.path.join(self.dir, "trained.pt"), name=run.cfg.model,
+                        extra={"step": t, "label": self.label, "branch": "trained"})
 
     def _write_deployable(self, facts: dict) -> None:
         """The deployable checkpoint, method state and step.json of the step (rank 0)."""

@@ -155,11 +155,21 @@ def test_run_checks_every_section_before_writing_anything(toy_stream, tmp_path, 
     assert time.time() - t0 < 30
 
 
+def test_overrides_reach_keys_spelt_with_dashes(tmp_path):
+    """Names with dashes (a method under method_params, a variant) are reached as written; settings
+    still accept dashes for underscores."""
+    d = _exp("s", method_params={"cumulative-exp": {"seed": 1}}, variants={"my-v": {"method": "lwf"}})
+    exp = load_experiment(_write(tmp_path / "e.yaml", d), [
+        "method_params.cumulative-exp.seed=2", "variants.my-v.params.lam=3", "train.warmup-later=4"])
+    assert exp.method_params == {"cumulative-exp": {"seed": 2}}
+    assert exp.variants["my-v"].params == {"lam": 3} and exp.train["warmup_later"] == 4
+
+
 def test_overrides_and_presets(tmp_path):
     path = _write(tmp_path / "e.yaml", _exp("s"))
     exp = load_experiment(path, ["train.lr=0.01", "seeds=[3, 4]", "stream.path=elsewhere"])
     assert exp.train["lr"] == 0.01 and exp.seeds == [3, 4] and exp.stream.path == "elsewhere"
-    for preset in ["emoji-cpu", "tic-yfcc", "tic-redcaps", "tic-datacomp-medium", "tic-datacomp-large",
+    for preset in ["emoji-cpu", "emoji-fomo", "tic-yfcc", "tic-redcaps", "tic-datacomp-medium", "tic-datacomp-large",
                    "tic-datacomp-xlarge"]:
         exp = load_experiment(preset_path(preset))
         assert expand(exp), preset

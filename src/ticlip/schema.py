@@ -272,16 +272,22 @@ def parse_kv(text: str, *, flag: str = "--set") -> tuple[str, Any]:
 
 def set_key(d: dict, dotted: str, value: Any, *, flag: str = "--set") -> None:
     """Set ``a.b.c = value`` in nested mappings, creating sections as needed."""
-    parts = dotted.replace("-", "_").split(".")
+    def key(mapping: dict, part: str) -> str:
+        # a key as written when the mapping has it (names like 'cumulative-all' under method_params or a
+        # variant's name), else with dashes as underscores (settings: train.warmup-later = warmup_later)
+        return part if part in mapping else part.replace("-", "_")
+
+    parts = dotted.split(".")
     cur = d
     for p in parts[:-1]:
-        nxt = cur.get(p)
+        k = key(cur, p)
+        nxt = cur.get(k)
         if nxt is None:
-            nxt = cur[p] = {}
+            nxt = cur[k] = {}
         if not isinstance(nxt, dict):
             raise ConfigError(f"{flag} {dotted}: {p!r} is not a section (it holds {nxt!r})")
         cur = nxt
-    cur[parts[-1]] = value
+    cur[key(cur, parts[-1])] = value
 
 
 def apply_overrides(d: dict, overrides: Iterable[str] | None, *, flag: str = "--set") -> dict:

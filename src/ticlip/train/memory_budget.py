@@ -1,4 +1,5 @@
-"""Memory-adjusted compute (FoMo-in-Flux, Roth et al. 2024, §3: "memory-adjusted FLOPs", MAFs).
+"""Memory-adjusted compute (FoMo-in-Flux, Roth et al. 2024, "A Practitioner's Guide to
+Continual Multimodal Pretraining": "memory-adjusted FLOPs", MAFs).
 
 FoMo-in-Flux budgets an update by its training FLOPs weighted by the memory it needs, so that an
 update which trains fewer parameters (LoRA, a locked tower) gets more iterations for the same budget.

@@ -6,12 +6,14 @@
                       #   train_or_reuse, record_reuse; ticlip.train.reuse)
 
 - ``set_up``: the method's plan and the step's budget; the model from the plan's init; the method's
-  context and ``begin_step``; DDP wrapper, optimizer, scaler and the data mixture.
+  context and ``begin_step``; the update (``TrainConfig.update``, ``ticlip.train.updates``: frozen
+  parameters or a fresh LoRA adapter); DDP wrapper, optimizer (trainable parameters), scaler and the
+  data mixture.
 - ``resume``: reload ``steps/<t>/state.pt`` when an earlier attempt saved one (phase, loop
   position, model, optimizer, scaler, RNGs, method state) and cut the log back to that position.
 - ``train``: the main phase (to the const-cosine branch point, or to the end), then the decay
   branch when the schedule has one.
-- ``finish``: the method's ``end_step`` (saved before it when the method says it is expensive),
+- ``finish``: a LoRA adapter merged into the plain weights; the method's ``end_step`` (saved before it when the method says it is expensive),
   then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``; before ``end_step``,
   ``trained.pt`` when the next step starts from the weights this step trained (plan init "trained")
   and ``end_step`` changes the deployed ones (the merge family's train_from=trained, deploy=merge).

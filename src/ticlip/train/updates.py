@@ -13,11 +13,11 @@ Every method trains through these, so they are options of any method, not method
   named; it has no layer for bare parameters (``visual.proj``, ``text_projection``, the class and
   positional embeddings, the logit scale), which stay frozen. Only the adapters train (peft's
   ``bias="none"``).
-- ``bitfit``: biases only (Ben Zaken et al. 2022, "BitFit", §2).
+- ``bitfit``: biases only (Ben Zaken et al., ACL 2022, "BitFit", §3).
 - ``layernorm``: LayerNorm gains and biases only (the "LN-fit"/LayerNorm tuning of FoMo-in-Flux,
-  Roth et al. 2024, §4.2).
-- ``lock-image`` / ``lock-text``: a frozen image or text tower, the other trained (LiT, Zhai et al.
-  2022, §2), through open_clip's own ``lock_image_tower`` / ``lock_text_tower``; batch-norm
+  Roth et al. 2024, its method study).
+- ``lock-image`` / ``lock-text``: a frozen image or text tower, the other trained (LiT, Zhai et al.,
+  CVPR 2022), through open_clip's own ``lock_image_tower`` / ``lock_text_tower``; batch-norm
   statistics of a locked ResNet tower still update in train mode (open_clip's ``freeze_bn_stats=False``,
   which keeps the checkpoint's keys).
 

@@ -149,3 +149,16 @@ def test_the_step_cache_keys_on_the_update_settings():
 
     names = {"update", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets"}
     assert names <= set(TrainConfig.model_fields) and not names & IGNORED_SETTINGS
+
+
+@pytest.mark.slow
+def test_a_lora_step_is_reused_from_the_step_cache(toy_stream, tmp_path):
+    cache = str(tmp_path / "cache")
+    train_run(config(toy_stream, tmp_path, "a", update="lora", steps="0", step_cache=cache))
+    train_run(config(toy_stream, tmp_path, "b", update="lora", steps="0", step_cache=cache))
+    train_run(config(toy_stream, tmp_path, "c", update="bitfit", steps="0", step_cache=cache))
+    summary = {n: json.load(open(tmp_path / n / "steps" / "0" / "step.json")) for n in "abc"}
+    assert "reused_from" not in summary["a"] and summary["b"]["reused_from"].startswith("a ")
+    assert "reused_from" not in summary["c"]  # another update: another key
+    a, b = (load_checkpoint_with_open_clip(tmp_path / n / "steps" / "0" / "checkpoint.pt") for n in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)

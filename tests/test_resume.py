@@ -60,6 +60,10 @@ CASES = {
                            "step 2020: resuming main phase at iteration 2/4"),
     "workers-accum-lwf": ({"workers": 2, "accum_freq": 2, "method": "lwf"}, 2 * 4 + 2 * 3,
                           "step 2020: resuming main phase at iteration 2/4"),
+    # a LoRA adapter (merged at each step's end) in const-cosine's trunk, which continues the adapter
+    "lora-const-cosine-trunk": ({"update": "lora", "schedule": "const-cosine", "iterations_per_step": 5,
+                                 "decay_fraction": 0.4, "chunk_iterations": 1}, 3 + 2 + 1,
+                                "step 2019: resuming trunk phase at iteration 4/5"),
 }
 # The same on the webdataset path (memory_limit_mb 0), which streams over the memory limit take.
 CASES.update({f"{name}-webdataset": ({**changes, "memory_limit_mb": 0}, crash, at)

@@ -46,6 +46,21 @@ class TrainConfig(Schema):
     total_macs: float | None = Field(None, gt=0, description="total budget in MACs over all steps, e.g. 3.4e18")
     iterations_per_step: int | None = Field(None, gt=0, description="instead of total-macs: iterations per step")
     budget_scale: float = Field(1.0, gt=0, description="multiply the budget (Cumulative-All*)")
+    budget_unit: Literal["macs", "memory-adjusted"] = Field(
+        "macs", description="what a budget counts: macs (forward MACs per pair, TiC-CLIP) or memory-adjusted "
+                            "(FoMo-in-Flux's memory-adjusted FLOPs in full fine-tuning's MACs: a cheaper --update "
+                            "gets more iterations; docs/METHODS.md)")
+
+    # parameter-efficient updates (ticlip.train.updates), for any method
+    update: Literal["full", "lora", "bitfit", "layernorm", "lock-image", "lock-text"] = Field(
+        "full", description="which parameters train: full; lora (peft adapters, merged at each step's end); bitfit "
+                            "(biases); layernorm (LayerNorm gains and biases); lock-image / lock-text (a frozen tower)")
+    lora_rank: int = Field(4, gt=0, description="update lora: the adapters' rank r")
+    lora_alpha: float = Field(8.0, gt=0, description="update lora: scaling alpha (the update is alpha / r x B A)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="update lora: dropout on the adapters' input")
+    lora_targets: list[str] = Field(default_factory=lambda: ["attn", "c_fc", "c_proj"],
+                                    description="update lora: module name suffixes to adapt (open_clip's attention "
+                                                "attn, MLP c_fc and c_proj; also conv1, token_embedding)")
 
     # optimisation (per device batch; global batch = batch_size × world size × accum_freq)
     batch_size: int = Field(128, gt=0, description="batch size per process")
@@ -128,6 +143,15 @@ class TrainConfig(Schema):
             raise ConfigError("no budget: pass --total-macs X (split evenly over steps) or --iterations-per-step N")
         if self.total_macs is not None and self.iterations_per_step is not None:
             raise ConfigError("pass either --total-macs or --iterations-per-step, not both")
+        lora_given = {k for k in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+                      if k in self.model_fields_set and getattr(self, k) != type(self).model_fields[k].get_default(
+                          call_default_factory=True)}
+        if lora_given and self.update != "lora":
+            key = sorted(lora_given)[0]
+            raise ConfigError(f"{key} = {getattr(self, key)!r} applies to update lora only, but update is "
+                              f"{self.update!r}: pass --update lora or drop {key}")
+        if self.update == "lora" and not self.lora_targets:
+            raise ConfigError("lora_targets is empty: name at least one module suffix, e.g. attn")
         if self.optimizer == "schedule-free-adamw" and self.schedule != "constant":
             raise ConfigError(f"optimizer schedule-free-adamw takes no LR schedule but warmup, got schedule "
                               f"{self.schedule!r}: pass --schedule constant")

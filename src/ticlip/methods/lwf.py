@@ -65,7 +65,7 @@ class LwF(Sequential):
         return {"method": self.name, "distill": {"lam": self.lam, "temperature": self.temperature}}
 
     def _freeze(self, model):
-        old = copy.deepcopy(model)
+        old = _without_adapters(copy.deepcopy(model))
         old.eval()
         for p in old.parameters():
             p.requires_grad_(False)
@@ -99,3 +99,19 @@ class LwF(Sequential):
 
     def load_state_dict(self, state: dict) -> None:
         self._old, self._old_state = None, state.get("old")
+
+
+def _without_adapters(model):
+    """``model`` with adapter layers (peft's LoRA layers, which hold their wrapped module as ``base_layer``)
+    replaced by the modules they wrap, in place: the plain architecture a saved teacher state loads into
+    when the model being trained carries adapters (``TrainConfig.update`` lora). Values are not merged:
+    the caller loads the teacher's weights."""
+    while True:
+        wrapped = next(((name, m) for name, m in model.named_modules()
+                        if name and hasattr(m, "base_layer") and hasattr(m, "get_base_layer")), None)
+        if wrapped is None:
+            return model
+        name, module = wrapped
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, attr, module.get_base_layer())
+

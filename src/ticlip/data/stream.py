@@ -29,6 +29,8 @@ MANIFEST_NAME = "stream.json"
 MANIFEST_FORMAT = "ticlip-stream/1"
 VALIDATION = "validation"  # a step's validation set: tuning data, never evaluated (not an eval task)
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
+ADAPTATION, HELD_OUT = "adaptation", "held_out"  # a task stream's task roles (Step.role)
+ROLES = (ADAPTATION, HELD_OUT)
 
 
 from torch.utils.data import IterableDataset
@@ -97,6 +99,11 @@ class Step:
     train: ShardSet
     eval: dict[str, ShardSet] = field(default_factory=dict)
     validation: ShardSet | None = None
+    # Task streams only (absent from time streams' manifests): "adaptation" or "held_out" (ROLES), the
+    # task's class names (eval sets' meta "class_index" indexes them) and its caption template ("{c}").
+    role: str | None = None
+    classes: list[str] | None = None
+    template: str | None = None
 
     def to_dict(self) -> dict:
         d = {
@@ -110,6 +117,9 @@ class Step:
         }
         if self.validation is not None:  # absent: a stream built without validation sets
             d[VALIDATION] = self.validation.to_dict()
+        for key in ("role", "classes", "template"):  # task streams only
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
         return d
 
     @classmethod
@@ -127,6 +137,10 @@ class Step:
                       for k, v in _typed(d.get("eval", {}), dict, f"{where}.eval", "an object of eval sets").items()},
                 validation=ShardSet.from_dict(d[VALIDATION], f"{where}.{VALIDATION}")
                 if d.get(VALIDATION) is not None else None,
+                role=_role(d.get("role"), f"{where}.role"),
+                classes=[str(c) for c in _typed(d["classes"], list, f"{where}.classes", "a list of class names")]
+                if d.get("classes") is not None else None,
+                template=str(d["template"]) if d.get("template") is not None else None,
             )
         except KeyError as e:
             raise StreamError(f"{where} lacks field {e.args[0]!r}") from None
@@ -135,6 +149,12 @@ class Step:
         """Every shard set of the step with its name: train, each eval set, validation."""
         sets = [("train", self.train)] + [(f"eval {k}", v) for k, v in self.eval.items()]
         return sets + ([(VALIDATION, self.validation)] if self.validation is not None else [])
+
+
+def _role(value, where: str) -> str | None:
+    if value is not None and value not in ROLES:
+        raise StreamError(f"{where} must be one of {', '.join(ROLES)}, got {json.dumps(value)[:40]}")
+    return value
 
 
 def _is_url(path: str) -> bool:
@@ -257,6 +277,9 @@ class TimeStream:
     steps: list[Step]
     provenance: dict[str, Any] = field(default_factory=dict)
     format: str = MANIFEST_FORMAT
+    # Task streams: the held-out tasks (role "held_out", indices after the steps'), evaluated but never
+    # trained on: they are not steps, so no plan, pipeline or budget can reach them.
+    held_out: list[Step] = field(default_factory=list)
 
     # ----------------------------------------------------------------- I/O
     def to_dict(self) -> dict:
@@ -266,6 +289,7 @@ class TimeStream:
             "granularity": self.granularity,
             "steps": [s.to_dict() for s in self.steps],
             "provenance": self.provenance,
+            **({"held_out": [s.to_dict() for s in self.held_out]} if self.held_out else {}),
         }
 
     @classmethod
@@ -280,7 +304,16 @@ class TimeStream:
         steps = [Step.from_dict(s, f"steps[{i}]") for i, s in enumerate(raw)]
         if not steps:
             raise StreamError("stream manifest has no steps")
-        for st in steps:
+        raw_held = _typed(d.get("held_out", []), list, "held_out", "a list of task objects")
+        held_out = [Step.from_dict(s, f"held_out[{i}]") for i, s in enumerate(raw_held)]
+        for i, st in enumerate(steps):
+            if st.role == HELD_OUT:
+                raise StreamError(f"steps[{i}] ({st.label!r}) is a held-out task: held-out tasks belong under "
+                                  "held_out, never among the trained steps")
+        for i, st in enumerate(held_out):
+            if st.role != HELD_OUT or st.train.shards:
+                raise StreamError(f"held_out[{i}] ({st.label!r}) must have role {HELD_OUT!r} and no train shards")
+        for st in steps + held_out:
             for name, shard_set in st.shard_sets():
                 for u in shard_set.shards:
                     check_shard_url(u, f"step {st.label!r} {name}")
@@ -290,12 +323,13 @@ class TimeStream:
             granularity=str(d.get("granularity", "")),
             steps=steps,
             provenance=dict(_typed(d.get("provenance", {}), dict, "provenance", "an object")),
+            held_out=held_out,
         )
 
     def missing_shards(self) -> list[tuple[Step, str, str]]:
         """(step, set name, path) of every shard of a local stream that is not a file (none for URLs)."""
         out = []
-        for st in self.steps:
+        for st in self.steps + self.held_out:
             for name, shard_set in st.shard_sets():
                 for u in shard_set.shards:
                     path = self.resolve(u)
@@ -365,6 +399,19 @@ class TimeStream:
     def labels(self) -> list[str]:
         return [s.label for s in self.steps]
 
+    @property
+    def is_task_stream(self) -> bool:
+        """Whether the steps are tasks (datasets or concepts) with roles, rather than time periods."""
+        return any(s.role is not None for s in self.steps)
+
+    def held_out_task(self, label: str) -> Step:
+        """A held-out task by label (for evaluation only: ``step()`` never returns one)."""
+        for s in self.held_out:
+            if s.label == label:
+                return s
+        raise StreamError(f"stream {self.name!r} has no held-out task {label!r}; it has: "
+                          f"{', '.join(s.label for s in self.held_out) or 'none'}")
+
     def step(self, key: int | str | Step) -> Step:
         """A step by index (0-based int), label ("2016"), or the step itself."""
         if isinstance(key, Step):
@@ -418,8 +465,9 @@ class TimeStream:
         yield from ds
 
     def eval_set(self, step: int | str | Step, task: str = "retrieval") -> EvalSet:
-        """A step's held-out set for ``task``, loaded into memory (eval sets are small)."""
-        st = self.step(step)
+        """A step's held-out set for ``task``, loaded into memory (eval sets are small); a held-out
+        task of a task stream is given as its Step."""
+        st = step if isinstance(step, Step) and step in self.held_out else self.step(step)
         if task not in st.eval:
             raise StreamError(
                 f"step {st.label!r} has no eval set {task!r}; it has: {', '.join(st.eval) or 'none'}"
@@ -514,6 +562,9 @@ class TimeStream:
         import webdataset as wds
 
         chosen = [self.step(s) for s in (steps if steps is not None else self.steps)]
+        for st in chosen:  # the one gate every train source passes: held-out tasks are never trained on
+            if st.role == HELD_OUT or st in self.held_out:
+                raise StreamError(f"task {st.label!r} is held out: it is evaluated, never trained on")
         if not chosen:
             raise StreamError("train_pipeline needs at least one step")
         if counts is not None and fractions is not None:
@@ -692,8 +743,11 @@ def library_versions() -> dict[str, str]:
 
 
 __all__ = [
+    "ADAPTATION",
     "EvalSet",
+    "HELD_OUT",
     "MANIFEST_NAME",
+    "ROLES",
     "ShardSet",
     "Step",
     "StreamError",

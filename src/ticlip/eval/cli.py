@@ -15,9 +15,18 @@ from ticlip.errors import TiclipError
 FLAG_FIELDS = ("tasks", "seeds", "subsample", "batch_size", "device", "workers", "data_dir", "task_file", "steps")
 
 
+def _task_difficulty(tasks, checkpoint, model, config):
+    from ticlip.eval.task_scores import task_difficulty
+
+    return task_difficulty(tasks, checkpoint, model, config)
+
+
 def register(subparsers) -> None:
+    from ticlip.data.task_stream import register_difficulty_scorer
     from ticlip.eval.config import EvalConfig
     from ticlip.schema import add_schema_arguments
+
+    register_difficulty_scorer(_task_difficulty)  # `ticlip data build --order difficulty` (data cannot import eval)
 
     e = subparsers.add_parser(
         "eval",

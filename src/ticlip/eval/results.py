@@ -450,6 +450,20 @@ def write_result_tables(
             files.append(write_table_csv(os.path.join(out_dir, STATIC_SCORES), S[:, keep], row_labels, names))
             for k, name in zip(keep, names):
                 summary["static"][name] = {"metric": metric[name], **static_summary(S[:, k])}
+    held = [t for t in static if t.startswith("held-out:")]
+    if "task-accuracy" in dynamic and held:  # a task stream: knowledge accumulation / zero-shot retention
+        from ticlip.eval.task_scores import task_stream_summary
+
+        E = build_matrix(records, "task-accuracy", row_idx, cols)
+        chance = cell_stats(records, "task-accuracy", row_idx, cols).chance
+        latest = latest_results(records)
+        summary["task_stream"] = task_stream_summary(
+            E, static_table(records, held, row_idx),
+            chance_adapt=[float(np.nanmax(chance[:, j])) if not np.isnan(chance[:, j]).all() else math.nan
+                          for j in range(chance.shape[1])],
+            chance_held=[next((float(r["chance"]) for (m, t, j), r in latest.items() if t == h and "chance" in r),
+                              math.nan) for h in held])
+        summary["task_stream"]["held_out_tasks"] = held
     skipped: dict[str, dict] = {}  # eval sets that held unreadable samples (left out, counted)
     for (_, task, j), rec in sorted(latest_results(records).items(), key=lambda kv: str(kv[0])):
         if rec.get("skipped_samples") and rec.get("eval_step"):

@@ -36,6 +36,7 @@ from ticlip.eval.plan import EvalPlan, ModelRef, Pending
 from ticlip.eval.results import EVAL_LOG, append_result, latest_results, read_results, write_result_tables
 from ticlip.eval.scorers import ScoringContext, score_task
 from ticlip.eval.shared import SharedResults
+from ticlip.eval.task_scores import held_out_specs
 from ticlip.eval.tasks import TaskSpec, load_tasks, select_tasks
 from ticlip.models import create_model, quiet_open_clip
 from ticlip.progress import EvalProgress
@@ -72,6 +73,7 @@ class Evaluator:
         self.stream, self.config, self.out_dir, self.log = stream, config, out_dir, self.progress.wrap_log(log)
         self.log_path = os.path.join(out_dir, EVAL_LOG)
         self.table = load_tasks(config.task_file)
+        self.table.update(held_out_specs(stream))  # a task stream's held-out tasks: static tasks held-out:<task>
         self.specs = select_tasks(self.table, config.tasks)
         self.skipped_tasks: dict[str, str] = {}
         self.eval_sets = EvalSets(stream)

@@ -124,6 +124,20 @@ def score_dynamic_classification(spec, j: int, ctx: ScoringContext) -> Score:
                            "trials": n})
 
 
+def score_task_classification(spec, j: int, ctx: ScoringContext) -> Score:
+    """Zero-shot top-1 over task ``j``'s own classes (a task stream's adaptation task; see
+    ``ticlip.eval.task_scores``), prompts from the task's template."""
+    st = ctx.stream.steps[j]
+    if not st.classes:
+        raise TiclipError(f"step {st.label!r} lists no classes: task-accuracy needs a task stream")
+    w = ctx.features.classifier(f"task:{st.label}", list(st.classes), spec.templates or [st.template or "a photo of a {c}."])
+    img = ctx.features.dynamic_images(ctx.eval_sets, spec.eval_set, j)
+    labels = [int(m["class_index"]) for m in ctx.eval_sets.get(spec.eval_set, j).meta]
+    classes = len(st.classes)
+    return Score(zero_shot_accuracy(img, labels, w), {"n": len(labels), "classes": classes,
+                 "chance": classification_chance(classes, spec.main_metric), "trials": len(labels)})
+
+
 def _static_data(spec, ctx: ScoringContext, kind: type):
     data = ctx.static_sets.get(spec)
     if not isinstance(data, kind):
@@ -158,6 +172,7 @@ SCORERS: dict[str, Scorer] = {
     "dynamic_classification": score_dynamic_classification,
     "zeroshot_classification": score_static_classification,
     "retrieval": score_static_retrieval,
+    "task_classification": score_task_classification,
 }
 
 

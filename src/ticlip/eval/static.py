@@ -374,6 +374,16 @@ def load_image_captions(options: dict, ctx: LoaderContext) -> RetrievalData:
     return RetrievalData(ImageFiles(paths), texts, owner)
 
 
+def load_stream_task(options: dict, ctx: LoaderContext) -> ClassificationData:
+    """A held-out task of the run's task stream (its eval set ``task``; ``ticlip.eval.task_scores``)."""
+    if ctx.stream is None or not getattr(ctx.stream, "held_out", None):
+        raise TaskDataMissing("the stream has no held-out tasks (build a task stream: docs/DATA.md)")
+    st = ctx.stream.held_out_task(str(options.get("task")))
+    es = ctx.stream.eval_set(st, "task")
+    return ClassificationData(list(st.classes), ListImages(list(zip(es.images, [int(m["class_index"]) for m in es.meta]))),
+                              [st.template] if st.template else None, len(es))
+
+
 LOADERS: dict[str, Callable[[dict, LoaderContext], Any]] = {
     "fashion_mnist": load_fashion_mnist,
     "sklearn_digits": load_sklearn_digits,
@@ -381,6 +391,7 @@ LOADERS: dict[str, Callable[[dict, LoaderContext], Any]] = {
     "image_folder": load_image_folder,
     "wds": load_wds,
     "image_captions": load_image_captions,
+    "stream_task": load_stream_task,
 }
 
 # The task kind each loader's data serves (a task table entry must agree).
@@ -391,6 +402,7 @@ LOADER_KINDS: dict[str, str] = {
     "image_folder": "zeroshot_classification",
     "wds": "zeroshot_classification",
     "image_captions": "retrieval",
+    "stream_task": "zeroshot_classification",
 }
 
 PATH_OPTIONS = ("root", "images", "captions", "classnames", "font")

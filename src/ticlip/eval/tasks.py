@@ -11,7 +11,7 @@ from typing import Any, Literal
 from ticlip.eval.static import LOADER_KINDS, LOADERS, resolve_path
 from ticlip.schema import ConfigError, Field, Schema, field_validator, read_yaml_mapping
 
-DYNAMIC_KINDS = ("dynamic_retrieval", "dynamic_classification")
+DYNAMIC_KINDS = ("dynamic_retrieval", "dynamic_classification", "task_classification")
 STATIC_KINDS = ("zeroshot_classification", "retrieval")
 KINDS = DYNAMIC_KINDS + STATIC_KINDS
 MAIN_METRIC = {
@@ -19,8 +19,10 @@ MAIN_METRIC = {
     "retrieval": "mean_recall@1",
     "dynamic_classification": "acc1",
     "zeroshot_classification": "acc1",
+    "task_classification": "acc1",
 }
-Kind = Literal["dynamic_retrieval", "dynamic_classification", "zeroshot_classification", "retrieval"]
+Kind = Literal["dynamic_retrieval", "dynamic_classification", "zeroshot_classification", "retrieval",
+               "task_classification"]
 
 
 class TaskError(ConfigError):

@@ -20,6 +20,7 @@ import numpy as np
 
 from ticlip.eval.stats import ALPHA, UNTESTED, PairedResult, paired_difference, tests_used
 from ticlip.report.results import MethodGroup, ReportError, mean_std, metric_name
+from ticlip.report.task_columns import TASK_COLUMNS, TASK_GROUP, has_task_scores, task_chance, task_value
 
 TRANSFER_COLUMNS = (("backward", "Backward"), ("in_domain", "ID"), ("forward", "Forward"))
 DEFAULT_REFERENCE = "cumulative-all"
@@ -237,6 +238,8 @@ def summary_table(groups: list[MethodGroup], reference: str | None = DEFAULT_REF
         columns.append(Column("Static tasks", "Average", "static_average_last", "score", None, "average"))
     for t in dynamic:
         columns += [Column(f"Dynamic {t}", h, f"{t}_{k}", "score", t, k) for k, h in TRANSFER_COLUMNS]
+    if all(has_task_scores(r) for g in groups for r in g.runs):  # task streams: A_KA, A_ZS, geometric mean
+        columns += [Column(TASK_GROUP, h, f"task_{k}", "score", None, k) for k, h in TASK_COLUMNS]
 
     ref = _find_reference(groups, reference)
     note = ""
@@ -287,6 +290,8 @@ def _value(run, c: Column, static: list[str]) -> float:
         return static_summary(run.static[c.task])["last"]
     if c.metric == "average":
         return float(np.mean([_last(run.static[t]) for t in static]))
+    if c.group == TASK_GROUP:
+        return task_value(run, c.metric)
     v = transfer_metrics(run.matrices[c.task])[c.metric]
     return math.nan if v is None else float(v)
 
@@ -299,7 +304,7 @@ def _paired(g: MethodGroup, ref: MethodGroup, c: Column, static: list[str]) -> P
     a = [_value(mine[s], c, static) for s in seeds]
     b = [_value(theirs[s], c, static) for s in seeds]
     subs_a = subs_b = None
-    if c.metric not in ("last", "average", None):
+    if c.metric not in ("last", "average", None) and c.group != TASK_GROUP:
         subs_a = [mine[s].subsample_values(c.task, c.metric) for s in seeds]
         subs_b = [theirs[s].subsample_values(c.task, c.metric) for s in seeds]
     return paired_difference(a, b, method_subsamples=subs_a, reference_subsamples=subs_b)
@@ -312,6 +317,8 @@ def _chance(g: MethodGroup, c: Column) -> float:
         return g.runs[0].static_chance.get(c.task, math.nan)
     if c.metric == "average":
         return math.nan
+    if c.group == TASK_GROUP:
+        return task_chance(g, c.metric)
     return g.chance(c.task, c.metric)
 
 

@@ -24,6 +24,7 @@ from ticlip.atomic import write_text_atomic
 from ticlip.eval.metrics import json_safe
 from ticlip.eval.results import REPORT_HTML, REPORT_SUMMARY, REPORT_TABLE_CSV, REPORT_TABLE_MD, write_summary
 from ticlip.report import plots
+from ticlip.report.task_columns import has_task_scores, mean_curves
 from ticlip.report.html import Figure, Section, render_page
 from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs, metric_name
 from ticlip.report.tables import (
@@ -150,6 +151,18 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         p = plots.step_curves(curves, labels, os.path.join(plot_dir, f"steps_{_slug(task)}.png"),
                               title=task, ylabel=metric, chance=chance)
         sec.figures.append(Figure(p, f"{task} per step"))
+        files.append(p)
+        sections.append(sec)
+    if groups and all(has_task_scores(r) for g in groups for r in g.runs):
+        sec = Section("Task stream: knowledge accumulation and zero-shot retention")
+        means = {g.label: mean_curves(g) for g in groups}
+        curves = {name: {label: m[key] for label, m in means.items()}
+                  for key, name in (("ka", "knowledge accumulation (seen tasks)"),
+                                    ("zr", "zero-shot retention (held-out tasks)"), ("geo", "geometric mean"))}
+        p = plots.step_curves(curves, labels, os.path.join(plot_dir, "steps_task_stream.png"),
+                              title="task stream scores per step", ylabel="top-1")
+        sec.figures.append(Figure(p, "the model after each step: mean top-1 on the adaptation tasks seen so far, "
+                                     "on the held-out tasks, and their geometric mean"))
         files.append(p)
         sections.append(sec)
     if static:

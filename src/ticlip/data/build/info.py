@@ -17,7 +17,7 @@ def count_check(stream: TimeStream) -> tuple[bool, str]:
     if not c:
         return False, "no build counts in this manifest (not made by `ticlip data build`)"
     train = sum(s.train.count for s in stream.steps)
-    ev = sum(es.count for s in stream.steps for es in s.eval.values())
+    ev = sum(es.count for s in stream.steps + stream.held_out for es in s.eval.values())  # held out: task streams
     val = sum(stream.validation_count(s) for s in stream.steps)
     skipped, filtered = sum(c["skipped"].values()), sum(c["filtered"].values())
     expect = c["input_rows"] - skipped - filtered - c["duplicates"] - c["dropped_out_of_range"]
@@ -63,6 +63,10 @@ def format_info(stream: TimeStream) -> str:
 
     lines = [f"stream {stream.name!r} ({stream.granularity}), {len(stream.steps)} steps, {stream.root}", ""]
     lines += [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body] + [fmt(total), ""]
+    if stream.held_out:  # a task stream's held-out tasks: evaluated, never trained on (not steps)
+        lines += ["held out (never trained on): " + ", ".join(
+            f"{s.label} ({len(s.classes or [])} classes, eval {sum(e.count for e in s.eval.values())})"
+            for s in stream.held_out), ""]
     c = stream.provenance.get("counts")
     if c:
         def kv(d):
@@ -111,7 +115,7 @@ def verify_stream(stream: TimeStream, progress: Callable[[str], None] | None = N
 
     out = Verification()
     missing = {(st.index, name): path for st, name, path in stream.missing_shards()}
-    for st in stream.steps:
+    for st in stream.steps + stream.held_out:  # held out: a task stream's never-trained tasks
         for name, shard_set in st.shard_sets():
             out.sets += 1
             where = f"step {st.label!r} {name}"
@@ -123,7 +127,7 @@ def verify_stream(stream: TimeStream, progress: Callable[[str], None] | None = N
             skipped = SkipCount()
             urls = [stream.resolve(u) for u in shard_set.shards]
             n = sum(1 for _ in wds.DataPipeline(wds.SimpleShardList(urls), tar_samples(skipped),
-                                                decode_or_skip(decode_sample, skipped)))
+                                                decode_or_skip(decode_sample, skipped))) if urls else 0
             out.samples += n
             bad = {k: v for k, v in skipped.as_dict().items() if v}
             if bad:

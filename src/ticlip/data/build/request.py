@@ -35,7 +35,8 @@ class BuildRequest:
 
     source: str  # provenance: the registered source's name, or "table"
     source_params: dict  # provenance: the source's options, or the table's path and columns
-    config: BuildConfig  # the source's default build settings, overridden by the request's
+    config: BuildConfig  # the source's default build settings, overridden by the request's (TaskBuildConfig:
+    # a task source's)
     name: str  # the stream's default name: the source name, or the table's file name without suffix
     options: dict  # what the reader gets: the source's options, or read_table's column keywords
     table: str | None = None  # the table's absolute path (source == "table")
@@ -91,6 +92,11 @@ def check_build_request(source: str, build: Mapping | BuildConfig | None = None,
     except TiclipError as e:
         raise ConfigError(f"{at('source')}: {e}") from None
     _check_keys(options, spec.options_help, f"{at('options')}: source {spec.name!r} has no option", "")
+    if getattr(spec, "kind", "time") == "tasks":  # a task stream: its build settings are TaskBuildConfig's
+        from ticlip.data.task_stream import TaskBuildConfig
+
+        config = TaskBuildConfig.load({**(spec.default_build or {}), **build}, source=at("build"))
+        return BuildRequest(spec.name, dict(options), config, spec.name, options)
     config = BuildConfig.load({**(spec.default_build or {}), **build}, source=at("build"))
     return BuildRequest(spec.name, dict(options), config, spec.name, options)
 
@@ -121,6 +127,13 @@ def build_stream_from(
     else:
         request = check_build_request(request_or_source, build, options, where=where)
     records = request.records()
+    if type(request.config).__name__ == "TaskBuildConfig":  # a task source (ticlip.data.task_stream)
+        from ticlip.data.task_stream import build_task_stream, group_tasks
+
+        tasks = group_tasks(records)
+        return build_task_stream(tasks, out, request.config, name=name or request.name, source=request.source,
+                                 source_params=request.source_params, overwrite=overwrite,
+                                 source_skipped=dict(getattr(records, "skipped", {}) or {}))
     from ticlip.locking import DirLock
 
     with DirLock(out, what="stream"):  # one builder per output directory (a second one is refused at once)

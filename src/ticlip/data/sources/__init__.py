@@ -26,6 +26,7 @@ from ticlip.errors import TiclipError
 _SOURCE_MODULES = {
     "emoji": "ticlip.data.sources.emoji",
     "synthetic": "ticlip.data.sources.synthetic",
+    "tasks-cpu": "ticlip.data.sources.tasks_cpu",
 }
 
 
@@ -39,6 +40,7 @@ class SourceSpec:
     default_build: dict = field(default_factory=dict)
     options_help: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    kind: str = "time"  # "tasks": records carry extra["task"] and are built by ticlip.data.task_stream
 
 
 class SourceRecords:

@@ -32,7 +32,8 @@ _registered = False
 
 class _NoRandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        message = record.getMessage()
+        return "No pretrained weights loaded" not in message and "initialized partially" not in message
 
 
 _NOTICE_FILTER = _NoRandomInitNotice()

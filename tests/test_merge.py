@@ -325,18 +325,38 @@ def test_a_crash_then_resume_gives_the_same_checkpoints(toy_stream, tmp_path, wh
 
 
 # --------------------------------------------------------------------------- Patching and EMA as before
-PRE12 = os.environ.get("TICLIP_PRE12_SRC", "/tmp/pre12/src")
+# The code before the merge family: commit 5119487 (the last one before issue 12), taken from this
+# checkout's git history (a clean clone has it), or a directory given in TICLIP_PRE12_SRC.
+PRE12_COMMIT = "5119487"
+
+
+@pytest.fixture(scope="module")
+def pre12_src(tmp_path_factory):
+    given = os.environ.get("TICLIP_PRE12_SRC")
+    if given:
+        return given
+    import subprocess
+
+    import ticlip
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(ticlip.__file__)))
+    out = tmp_path_factory.mktemp("pre12")
+    archive = subprocess.run(["git", "-C", repo, "archive", PRE12_COMMIT, "src"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip(f"commit {PRE12_COMMIT} (the code before the merge family) is not in this checkout's history")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return str(out / "src")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.isdir(PRE12), reason=f"the code before the merge family is not at {PRE12}")
 @pytest.mark.parametrize("method, extra", [
     ("patching", ["--method-param", "alphas=0,0.5,1"]),
     ("ema-merge", ["--method-param", "alpha=0.3", "--schedule", "const-cosine", "--decay-fraction", "0.4"]),
 ])
-def test_patching_and_ema_merge_give_the_same_weights_as_before_the_family(toy_stream, tmp_path, method, extra):
-    """The same tiny run trained by the code before this family (``TICLIP_PRE12_SRC``, default
-    /tmp/pre12/src) and by this one, each in its own process: identical checkpoints, bit for bit."""
+def test_patching_and_ema_merge_give_the_same_weights_as_before_the_family(toy_stream, tmp_path, method, extra,
+                                                                           pre12_src):
+    """The same tiny run trained by the code before this family (commit ``PRE12_COMMIT`` from git, or
+    ``TICLIP_PRE12_SRC``) and by this one, each in its own process: identical checkpoints, bit for bit."""
     import subprocess
     import sys
 
@@ -346,7 +366,7 @@ def test_patching_and_ema_merge_give_the_same_weights_as_before_the_family(toy_s
     args = ["train", "--stream", toy_stream.root, "--logs", str(tmp_path), "--method", method, "--iterations-per-step",
             "5", "--batch-size", "8", "--workers", "0", "--warmup", "1", "--steps", "0:2", "--no-progress",
             "--threads", "1", *extra]
-    for name, src in (("before", PRE12), ("now", here)):
+    for name, src in (("before", pre12_src), ("now", here)):
         env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         done = subprocess.run([sys.executable, "-m", "ticlip.cli", *args, "--name", name], env=env,
                               capture_output=True, text=True)

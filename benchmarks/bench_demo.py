@@ -2,7 +2,7 @@
 its time.
 
 Throughput (issue 10, goal >= 0.9): in the demo's configuration — ``--processes`` training processes (2)
-with one torch thread each, batch 128, ticlip-tiny-rn32 in bf16 — every process measures, alternating over
+with one torch thread each, batch 128, the demo's ticlip-tiny-32-t16 in bf16 — every process measures, alternating over
 ``--rounds``:
 
 - ticlip end to end: ``train_run`` of one Cumulative-All step of the emoji stream (steps 0..2 mixed), the
@@ -189,7 +189,7 @@ def build_emoji(tmp: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stream", default=None, help="the emoji stream (default: data/emoji, else built in a temp dir)")
-    ap.add_argument("--model", default="ticlip-tiny-rn32", help="default: the demo's model")
+    ap.add_argument("--model", default="ticlip-tiny-32-t16", help="default: the demo's model")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=20, help="iterations per measurement (default 20)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per loop (default 2)")

@@ -131,6 +131,8 @@ def run_open_clip(args, stream: str, work: str, total: int) -> dict:
     first, last = shards[0][len("train-"):-4], shards[-1][len("train-"):-4]
     urls = os.path.join(stream, "steps", "0", f"train-{{{first}..{last}}}.tar") if len(shards) > 1 \
         else os.path.join(stream, "steps", "0", shards[0])
+    # a fresh name per run: open_clip refuses a --name whose log folder exists (a reused --work-dir)
+    name = time.strftime("bench-%Y%m%d-%H%M%S")
     cmd = [sys.executable, "-c", OPEN_CLIP_RUNNER,
            "--train-data", urls, "--dataset-type", "webdataset", "--dataset-resampled",
            "--train-num-samples", str(total * args.batch_size),
@@ -139,7 +141,7 @@ def run_open_clip(args, stream: str, work: str, total: int) -> dict:
            "--workers", str(args.workers), "--epochs", "1", "--lr", "1e-3", "--wd", "0.2",
            "--warmup", str(args.warmup_iterations), "--seed", "0",
            "--log-every-n-steps", "1", "--save-frequency", "0", "--report-to", "",
-           "--logs", os.path.join(work, "open_clip_logs"), "--name", "bench"]
+           "--logs", os.path.join(work, "open_clip_logs"), "--name", name]
     log_path = os.path.join(work, "open_clip.out")
     wall = _run(cmd, _env(args.threads), log_path, "open_clip_train.main")
     samples, rates = [], []
@@ -163,12 +165,12 @@ def run_ticlip(args, stream: str, work: str, total: int) -> dict:
            "--precision", args.precision, "--device", args.device, "--workers", str(args.workers),
            "--lr", "1e-3", "--warmup", str(args.warmup_iterations), "--seed", "0", "--log-every", "1",
            "--save-every-s", "1e9", "--chunk-iterations", str(total), "--memory-limit-mb", memory_mb,
-           "--logs", work, "--name", "ticlip-run"]
+           "--logs", work, "--name", f"ticlip-run-{os.getpid()}-{time.time_ns()}"]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     log_path = os.path.join(work, "ticlip.out")
     wall = _run(cmd, _env(args.threads), log_path, "ticlip train")
-    step_dir = os.path.join(work, "ticlip-run", "steps", "0")
+    step_dir = os.path.join(work, cmd[cmd.index("--name") + 1], "steps", "0")
     with open(os.path.join(step_dir, "train_log.jsonl")) as f:
         records = [json.loads(line) for line in f if line.strip()]
     records = [r for r in records if "elapsed_s" in r]

@@ -145,3 +145,13 @@ def test_old_run_json_without_pins_still_loads(tmp_path):
                                                    "seed": 1, "steps": [], "extra": {}}))
     info = RunInfo.load(str(tmp_path))
     assert info.stream_fingerprint == "" and info.init is None
+
+
+def test_newer_run_json_with_unknown_keys_still_loads(tmp_path):
+    """A run.json written by a newer ticlip (keys this version does not know, at the top and in a step)
+    is read, not a TypeError traceback; the known fields keep their values."""
+    step = {"index": 0, "label": "2015", "checkpoint": "steps/0/checkpoint.pt", "finished": True, "from_future": 1}
+    (tmp_path / "run.json").write_text(json.dumps({"name": "new", "stream": "/data/s", "model": "m", "method": "x",
+                                                   "seed": 2, "steps": [step], "extra": {}, "from_future": "y"}))
+    info = RunInfo.load(str(tmp_path))
+    assert (info.name, info.seed, info.steps[0].label, info.steps[0].finished) == ("new", 2, "2015", True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ticlip.atomic import write_json_atomic
 from ticlip.errors import TiclipError
@@ -34,6 +34,12 @@ class StepRecord:
     macs: float = 0.0  # MACs spent on this step (training + method extras)
     cumulative_macs: float = 0.0
     finished: bool = False
+
+
+def _known(kind, d: dict) -> dict:
+    """The entries of ``d`` that are fields of the dataclass ``kind``."""
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass
@@ -64,8 +70,10 @@ class RunInfo:
             raise TiclipError(f"{run_dir} is not a ticlip run (no {RUN_INFO}); train one with `ticlip train`")
         with open(p, encoding="utf-8") as f:
             d = json.load(f)
-        steps = [StepRecord(**s) for s in d.pop("steps", [])]
-        return cls(steps=steps, **d)
+        # keys this version does not know (a run.json written by a newer ticlip) are left out rather than
+        # failing: what they record is not needed to read the run
+        steps = [StepRecord(**_known(StepRecord, s)) for s in d.pop("steps", [])]
+        return cls(steps=steps, **_known(cls, d))
 
     def save(self, run_dir: str) -> None:
         write_json_atomic(self.path(run_dir), asdict(self))

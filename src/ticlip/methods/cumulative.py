@@ -4,8 +4,7 @@ fixed-size buffer of ``limit`` pairs: a reservoir or the most recent pairs)."""
 from __future__ import annotations
 
 from ticlip.methods.base import Method, StepPlan
-from ticlip.methods.replay import (all_buffer, buffer_plan, equal_buffer, exp_buffer, fifo_counts, make_plan,
-                                  reservoir_counts)
+from ticlip.methods.replay import all_buffer, buffer_counts, buffer_plan, equal_buffer, exp_buffer, make_plan
 from ticlip.methods.sequential import warm_init
 from ticlip.schema import Field, Schema
 
@@ -43,17 +42,12 @@ class CumulativeEqual(CumulativeAll):
     buffer = staticmethod(equal_buffer)
 
 
-def default_limit(limit: int | None, step_sizes) -> int:
-    """A fixed buffer's size in pairs: ``limit``, or (None) the first step's train pairs, so that the
-    buffer holds about one step, like TiC-CLIP's D-sized buffers, but never grows."""
-    return int(limit) if limit is not None else max(1, int(step_sizes[0]))
-
-
 class CumulativeReservoir(CumulativeAll):
     """All of step t plus a reservoir of ``limit`` old pairs: a uniform sample of everything before t
     (Vitter's Algorithm R, see ``replay.reservoir_counts``); sources weighted by their pairs."""
 
     name = "cumulative-reservoir"
+    policy = "reservoir"  # replay.buffer_counts' policy name
 
     class Params(Schema):
         limit: int | None = Field(None, gt=0, description="the buffer's size in pairs (a memory limit); "
@@ -66,7 +60,7 @@ class CumulativeReservoir(CumulativeAll):
         self.limit = self.params["limit"]
 
     def kept(self, t: int, step_sizes: list[int]) -> dict[int, int]:
-        return reservoir_counts(t, step_sizes, default_limit(self.limit, step_sizes), self.seed or 0)
+        return buffer_counts(self.policy, t, step_sizes, limit=self.limit, seed=self.seed or 0)
 
     def plan(self, t: int, step_sizes: list[int]) -> StepPlan:
         old = {j: float(k) for j, k in self.kept(t, step_sizes).items()}
@@ -77,12 +71,10 @@ class CumulativeFifo(CumulativeReservoir):
     """All of step t plus the ``limit`` most recent old pairs (``replay.fifo_counts``)."""
 
     name = "cumulative-fifo"
+    policy = "fifo"
 
     class Params(Schema):
         limit: int | None = Field(None, gt=0, description="the buffer's size in pairs (a memory limit); "
                                                           "default: the first step's train pairs")
         seed: int | None = Field(None, description="seed of the replay subsets (fixed across steps); "
                                                    "default: the run's training seed")
-
-    def kept(self, t: int, step_sizes: list[int]) -> dict[int, int]:
-        return fifo_counts(t, step_sizes, default_limit(self.limit, step_sizes))

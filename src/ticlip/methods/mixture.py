@@ -39,31 +39,14 @@ import logging
 from typing import Literal
 
 from ticlip.methods.base import BufferSource, Method, MethodContext, PoolSource, StepOutcome, StepPlan, StepSource
-from ticlip.methods.cumulative import default_limit
-from ticlip.methods.replay import (PlanError, all_buffer, check_step, equal_buffer, exp_buffer, fifo_counts,
-                                   kept_counts, reservoir_counts)
+from ticlip.methods.replay import POLICIES, PlanError, buffer_counts
 from ticlip.methods.sequential import warm_init
 from ticlip.schema import Field, Schema, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("all", "exp", "equal", "reservoir", "fifo")
 GROUPS = ("new", "buffer", "pool")
 FOMO_RATIOS = {"new": 0.34, "buffer": 0.33, "pool": 0.33}
-
-
-def buffer_counts(policy: str, t: int, step_sizes, *, limit: int | None = None, seed: int = 0) -> dict[int, int]:
-    """The pairs of each earlier step j that step t's buffer keeps under ``policy`` (see ``POLICIES``)."""
-    check_step(t, step_sizes)
-    if policy == "all":
-        return {j: int(n) for j, n in all_buffer(t, step_sizes).items()}
-    if policy in ("exp", "equal"):
-        return kept_counts(t, step_sizes, exp_buffer if policy == "exp" else equal_buffer)
-    if policy == "reservoir":
-        return reservoir_counts(t, step_sizes, default_limit(limit, step_sizes), seed)
-    if policy == "fifo":
-        return fifo_counts(t, step_sizes, default_limit(limit, step_sizes))
-    raise PlanError(f"unknown buffer policy {policy!r}; choose one of: {', '.join(POLICIES)}")
 
 
 def redistribute(asked: dict[str, float], present: dict[str, bool]) -> dict[str, float]:

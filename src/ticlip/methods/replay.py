@@ -230,5 +230,33 @@ def buffer_plan(t: int, step_sizes: Sequence[int], buffer: BufferRule, *, init: 
                      init=init, subset_seed=subset_seed)
 
 
-__all__ = ["BufferRule", "PlanError", "all_buffer", "buffer_plan", "check_step", "equal_buffer", "exp_buffer",
-           "fifo_counts", "kept_counts", "make_plan", "reservoir_counts"]
+
+# --------------------------------------------------------------------------- buffer policies by name
+POLICIES = ("all", "exp", "equal", "reservoir", "fifo")
+
+
+def default_limit(limit: int | None, step_sizes) -> int:
+    """A fixed buffer's size in pairs: ``limit``, or (None) the first step's train pairs, so that the
+    buffer holds about one step, like TiC-CLIP's D-sized buffers, but never grows."""
+    return int(limit) if limit is not None else max(1, int(step_sizes[0]))
+
+
+def buffer_counts(policy: str, t: int, step_sizes, *, limit: int | None = None, seed: int = 0) -> dict[int, int]:
+    """The pairs of each earlier step j that step t's buffer keeps under ``policy`` (see ``POLICIES``):
+    the one mapping from a policy name to counts, used by the cumulative methods and by mixtures."""
+    check_step(t, step_sizes)
+    if policy == "all":
+        return {j: int(n) for j, n in all_buffer(t, step_sizes).items()}
+    if policy in ("exp", "equal"):
+        return kept_counts(t, step_sizes, exp_buffer if policy == "exp" else equal_buffer)
+    if policy == "reservoir":
+        return reservoir_counts(t, step_sizes, default_limit(limit, step_sizes), seed)
+    if policy == "fifo":
+        return fifo_counts(t, step_sizes, default_limit(limit, step_sizes))
+    raise PlanError(f"unknown buffer policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+
+
+__all__ = [
+    "BufferRule", "POLICIES", "PlanError", "all_buffer", "buffer_counts", "buffer_plan", "check_step",
+    "default_limit", "equal_buffer", "exp_buffer", "fifo_counts", "kept_counts", "make_plan", "reservoir_counts",
+]

@@ -400,6 +400,11 @@ class TimeStream:
         return [s.label for s in self.steps]
 
     @property
+    def step_sizes(self) -> list[int]:
+        """The train pairs of each step: what methods plan with (``Method.plan(t, step_sizes)``)."""
+        return [s.train.count for s in self.steps]
+
+    @property
     def is_task_stream(self) -> bool:
         """Whether the steps are tasks (datasets or concepts) with roles, rather than time periods."""
         return any(s.role is not None for s in self.steps)

@@ -181,7 +181,7 @@ class DataMixture(Method):
         return StepPlan(step=t, init=warm_init(t), sources=sources, subset_seed=self.seed)
 
     def end_step(self, ctx: MethodContext) -> StepOutcome:
-        facts = self.ratios(ctx.step, [s.train.count for s in ctx.stream.steps])
+        facts = self.ratios(ctx.step, ctx.stream.step_sizes)
         if facts["missing"]:
             log.info("mixture step %d: %s missing, ratios redistributed to %s", ctx.step, ", ".join(facts["missing"]),
                      {g: round(r, 4) for g, r in facts["used"].items()})

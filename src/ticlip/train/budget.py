@@ -268,7 +268,7 @@ class Budget:
         # Without the stream, ask the plan with large equal step sizes (every buffer non-empty): where a
         # plan's weights start does not depend on the sizes. A next step that cannot be planned is
         # assumed to continue (charged).
-        sizes = [s.train.count for s in stream.steps] if stream is not None else [1 << 62] * self.steps
+        sizes = stream.step_sizes if stream is not None else [1 << 62] * self.steps
         try:
             return next_step_continues(method, t, sizes)
         except TiclipError:

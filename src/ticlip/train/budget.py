@@ -54,7 +54,21 @@ def _flop_counter():
 
         cpu_flash_flops._get_raw = True
         custom[cpu_flash] = cpu_flash_flops
+    custom[torch.ops.aten.convolution_backward] = conv_backward_flops
     return flop_counter.FlopCounterMode(display=False, custom_mapping=custom)
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                        _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """FLOPs of a convolution's backward pass (a FlopCounterMode formula, called with shapes): the input
+    gradient and the weight gradient each cost what the forward convolution costs (every output
+    position meets every weight of its group once). Written here because torch's own formula (2.14)
+    ignores ``groups`` for the weight gradient and counts a depthwise convolution's as if every channel
+    met every other, i.e. channels x too many: 41x the forward on EfficientNet-Lite0."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
 def _image_size(model) -> int | tuple[int, int]:
@@ -62,6 +76,14 @@ def _image_size(model) -> int | tuple[int, int]:
     if size is None:
         raise BudgetError("cannot tell the model's image size: pass image_size=")
     return tuple(size) if isinstance(size, (tuple, list)) else int(size)
+
+
+def needs_values(error: BaseException) -> bool:
+    """Whether counting on the meta device failed because the forward pass reads a tensor's value:
+    Hugging Face text towers check their padding mask (``mask.all()``) to pick an attention kernel,
+    which a meta tensor cannot answer. Such models are counted on the CPU instead (zeros, batch of 2 for
+    MACs; one batch for a training cost): slower and allocating, but the same operations."""
+    return "meta tensors" in str(error) or "data-dependent" in str(error)
 
 
 def count_forward_macs(model, image_size=None, context_length: int | None = None, batch: int = 1) -> float:
@@ -76,16 +98,27 @@ def count_forward_macs(model, image_size=None, context_length: int | None = None
     # Batch norm in train mode refuses one sample at 1x1 spatial size (ResNet towers at 32 px): count
     # on at least two pairs; forward MACs are linear in the batch.
     run_batch = max(2, batch)
-    meta = {k: torch.empty_like(v, device="meta") for k, v in model.named_parameters()}
-    meta.update({k: torch.empty_like(v, device="meta") for k, v in model.named_buffers()})
-    images = torch.empty(run_batch, 3, h, w, device="meta")
-    texts = torch.zeros(run_batch, context_length, dtype=torch.long, device="meta")
     was_training = model.training
     model.train()
-    counter = _flop_counter()
-    try:
+
+    def count(device: str) -> float:
+        make = torch.empty_like if device == "meta" else torch.zeros_like
+        tensors = {k: make(v, device=device) for k, v in model.named_parameters()}
+        tensors.update({k: make(v, device=device) for k, v in model.named_buffers()})
+        images = torch.zeros(run_batch, 3, h, w, device=device)
+        texts = torch.zeros(run_batch, context_length, dtype=torch.long, device=device)
+        counter = _flop_counter()
         with counter, torch.enable_grad():
-            torch.func.functional_call(model, meta, (images, texts), strict=False)
+            torch.func.functional_call(model, tensors, (images, texts), strict=False)
+        return counter.get_total_flops()
+
+    try:
+        try:
+            flops = count("meta")
+        except RuntimeError as e:
+            if not needs_values(e):
+                raise
+            flops = count("cpu")  # a data-dependent branch (see needs_values): count on zeros on the CPU
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         raise BudgetError(
             f"cannot count MACs of this model at image size {image_size} and context length "
@@ -93,7 +126,7 @@ def count_forward_macs(model, image_size=None, context_length: int | None = None
         ) from None
     finally:
         model.train(was_training)
-    return counter.get_total_flops() / 2.0 * batch / run_batch  # a multiply-accumulate is two FLOPs
+    return flops / 2.0 * batch / run_batch  # a multiply-accumulate is two FLOPs
 
 
 @functools.lru_cache(maxsize=64)
@@ -110,9 +143,14 @@ def _macs_per_pair_by_name(name: str, image_size, context_length) -> float:
             model = open_clip.create_model(
                 name, pretrained=None, device="meta", output_dict=True,
                 force_image_size=image_size, force_context_length=context_length,
+                pretrained_text=False,  # a Hugging Face text tower from its config: no weights read onto meta
             )
     except Exception as e:  # any construction failure is a user-facing "this model cannot be built"
         raise BudgetError(f"cannot build model {name!r} to count its MACs: {str(e)[:300]}") from None
+    if context_length is None:
+        from ticlip.models import text_context_length
+
+        context_length = text_context_length(name)
     return count_forward_macs(model, image_size, context_length)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-from ticlip.train.budget import BudgetError
+from ticlip.train.budget import BudgetError, needs_values
 from ticlip.train.updates import UpdateSettings, apply_update, meta_model
 
 
@@ -66,48 +66,64 @@ def training_cost(name: str, settings: UpdateSettings, batch: int, *, image_size
     """Count one training iteration of the open_clip model ``name`` under ``settings`` on the meta device
     (no memory, no arithmetic)."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ticlip.train.budget import _image_size
+    from ticlip.train.budget import _flop_counter, _image_size
 
     if not isinstance(batch, int) or batch < 1:
         raise BudgetError(f"batch must be a positive integer, got {batch!r}")
-    model = meta_model(name, image_size, context_length)
-    apply_update(model, settings, seed=0)
-    params = list(model.parameters())
-    trainable = [p for p in params if p.requires_grad]
-    param_ids = {id(p) for p in params}
-    saved = [0]
+    if context_length is None:
+        from ticlip.models import text_context_length
 
-    def pack(x):
-        if id(x) not in param_ids and not (x._base is not None and id(x._base) in param_ids):
-            saved[0] += x.numel() * x.element_size()
-        return x
+        context_length = text_context_length(name)
 
-    size = image_size if image_size is not None else _image_size(model)
-    h, w = (size, size) if isinstance(size, int) else size
-    ctx = int(context_length if context_length is not None else getattr(model, "context_length", 77))
-    images = torch.empty(batch, 3, h, w, device="meta")
-    texts = torch.zeros(batch, ctx, dtype=torch.long, device="meta")
-    model.train()
-    counter = FlopCounterMode(display=False)
-    try:
+    def count(device: str):
+        model = meta_model(name, image_size, context_length)
+        apply_update(model, settings, seed=0)
+        if device != "meta":
+            model.to_empty(device=device)
+            with torch.no_grad():
+                for t in [*model.parameters(), *model.buffers()]:
+                    t.zero_()
+        params = list(model.parameters())
+        param_ids = {id(p) for p in params}
+        saved = [0]
+
+        def pack(x):
+            if id(x) not in param_ids and not (x._base is not None and id(x._base) in param_ids):
+                saved[0] += x.numel() * x.element_size()
+            return x
+
+        size = image_size if image_size is not None else _image_size(model)
+        h, w = (size, size) if isinstance(size, int) else size
+        images = torch.zeros(batch, 3, h, w, device=device)
+        texts = torch.zeros(batch, int(context_length), dtype=torch.long, device=device)
+        model.train()
+        counter = _flop_counter()  # with the CPU attention kernel and grouped convolutions' backward
         with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
             out = model(images, texts)
             logits = out["logit_scale"] * out["image_features"] @ out["text_features"].T
-            labels = torch.arange(batch, device="meta")
+            labels = torch.arange(batch, device=device)
             loss = (torch.nn.functional.cross_entropy(logits, labels)
                     + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
             loss.backward()
+        return params, float(counter.get_total_flops()), saved[0]
+
+    try:
+        try:
+            params, flops, activation_bytes = count("meta")
+        except RuntimeError as e:
+            if not needs_values(e):
+                raise
+            params, flops, activation_bytes = count("cpu")  # see budget.needs_values
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         raise BudgetError(f"cannot count the training cost of {name!r} under update {settings.update}: "
                           f"{str(e)[:300]}") from None
+    trainable = [p for p in params if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     trainable_bytes = sum(p.numel() * p.element_size() for p in trainable)
     return TrainingCost(
-        update=settings.update, batch=batch, train_flops=float(counter.get_total_flops()),
+        update=settings.update, batch=batch, train_flops=flops,
         param_bytes=sum(p.numel() * p.element_size() for p in params), grad_bytes=trainable_bytes,
-        optimizer_bytes=2 * trainable_bytes, activation_bytes=saved[0], trainable_params=n_trainable,
+        optimizer_bytes=2 * trainable_bytes, activation_bytes=activation_bytes, trainable_params=n_trainable,
         params=sum(p.numel() for p in params),
     )
 

@@ -151,7 +151,8 @@ def meta_model(name: str, image_size=None, context_length: int | None = None):
     try:
         with quiet_open_clip(), torch.device("meta"):
             return open_clip.create_model(name, pretrained=None, device="meta", output_dict=True,
-                                          force_image_size=image_size, force_context_length=context_length)
+                                          force_image_size=image_size, force_context_length=context_length,
+                                          pretrained_text=False)  # a Hugging Face text tower from its config
     except Exception as e:  # any construction failure is a user-facing "this model cannot be built"
         raise TiclipError(f"cannot build model {name!r}: {str(e)[:300]}") from None
 

@@ -16,6 +16,8 @@ import shutil
 import sys
 from typing import Callable
 
+import numpy as np
+
 from ticlip.analysis.config import ForgettingConfig
 from ticlip.analysis.files import ANALYSIS_DIR, FORGETTING_CSV, FORGETTING_JSON, write_json, write_thumbnail
 from ticlip.analysis.forgetting import ConceptForgetting, concept_forgetting, image_to_text_hits
@@ -38,6 +40,18 @@ def _stream_path(path: str, run_dir: str) -> str:
         return path
     here = os.path.join(run_dir, path)
     return here if os.path.exists(here) else path
+
+
+def _hits(bundle, sample, cfg) -> np.ndarray:
+    """Per pair of a step's sample: does the model retrieve its caption first (none for an empty set)."""
+    if not sample.images:
+        return np.zeros(0, dtype=bool)
+    return image_to_text_hits(*encode_sample(bundle, sample, batch_size=cfg.batch_size, device=cfg.device,
+                                             texts=True))
+
+
+def _rate(hits: np.ndarray) -> str:
+    return f"{hits.mean():.3f}" if len(hits) else "–"
 
 
 def forgetting_csv(rows: list[ConceptForgetting], labels: list[str]) -> str:
@@ -87,14 +101,12 @@ def analyze_forgetting(run_dir: str, config: ForgettingConfig | None = None, *, 
                                  seed=cfg.seed)
             samples.append(s)
             nouns.append([extractor.nouns(c) for c in s.captions])
-            last_hits.append(image_to_text_hits(*encode_sample(bundle, s, batch_size=cfg.batch_size,
-                                                               device=cfg.device, texts=True)))
+            last_hits.append(_hits(bundle, s, cfg))
         for rec, s in zip(earlier, samples):
             bundle = load(rec)
-            intro_hits.append(image_to_text_hits(*encode_sample(bundle, s, batch_size=cfg.batch_size,
-                                                                device=cfg.device, texts=True)))
+            intro_hits.append(_hits(bundle, s, cfg))
             log(f"step {rec.label}: {len(s.captions)} of {s.total} eval pairs; recall@1 (image→text) "
-                f"{intro_hits[-1].mean():.3f} then, {last_hits[len(intro_hits) - 1].mean():.3f} under the last model")
+                f"{_rate(intro_hits[-1])} then, {_rate(last_hits[len(intro_hits) - 1])} under the last model")
         rows = concept_forgetting(nouns, intro_hits, last_hits, min_count=cfg.min_count, examples=cfg.examples)
         for r in rows:  # local index (steps with a model before the last) -> the stream's step index
             r.step = earlier[r.step].index

@@ -151,7 +151,7 @@ def analyze_shift(stream_path: str, out_dir: str | None = None, config: ShiftCon
             for ch in changes:
                 thumbs = []
                 for j, i in enumerate(ch.examples):
-                    rel = os.path.join("thumbs", slug(s.label), f"{slug(ch.noun)}-{j}.png")
+                    rel = os.path.join("thumbs", f"{s.index}-{slug(s.label)}", f"{slug(ch.noun)}-{j}.png")
                     files.append(write_thumbnail(s.images[i], os.path.join(out_dir, rel)))
                     thumbs.append({"path": rel, "caption": s.captions[i]})
                 concepts.append({"noun": ch.noun, "n": ch.n, "share": ch.share, "previous_share": ch.previous_share,

@@ -131,7 +131,7 @@ ALLOWED = {
     "ticlip.data": BASE,
     "ticlip.methods": BASE | {"ticlip.models"},
     "ticlip.eval": BASE | {"ticlip.data", "ticlip.models", "ticlip.run_layout", "ticlip.progress"},
-    "ticlip.report": BASE | {"ticlip.eval", "ticlip.run_layout"},
+    "ticlip.report": BASE | {"ticlip.eval", "ticlip.run_layout", "ticlip.analysis"},
     "ticlip.train": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
                             "ticlip.run_layout", "ticlip.cli"},
     "ticlip.experiment": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
@@ -139,6 +139,7 @@ ALLOWED = {
     "ticlip.experiment_cli": BASE | {"ticlip.experiment", "ticlip.report", "ticlip.run_layout"},
     "ticlip.pretrained": BASE | {"ticlip.models", "ticlip.data"},
     "ticlip.pretrained_cli": BASE | {"ticlip.pretrained"},
+    "ticlip.analysis": BASE | {"ticlip.data", "ticlip.eval", "ticlip.models", "ticlip.run_layout"},
     "ticlip.cli": {"ticlip", "ticlip.errors"},
 }
 

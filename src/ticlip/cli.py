@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "ticlip.train.cli",
     "ticlip.experiment_cli",
     "ticlip.pretrained_cli",
+    "ticlip.analysis.cli",
 ]
 
 

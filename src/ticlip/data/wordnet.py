@@ -181,3 +181,25 @@ def synsets_under(root_wnid: str, among=None, directory: str = DEFAULT_WORDNET_D
     vehicles, for accuracy over a subtree as TiC-DataComp-Net reports it.
     """
     return load_wordnet(directory).synsets_under(root_wnid, among)
+
+
+@lru_cache(maxsize=4)
+def noun_lemmas(directory: str = DEFAULT_WORDNET_DIR) -> frozenset[str]:
+    """Every WordNet 3.0 noun lemma, lower-case with ``_`` turned into spaces ("sea lion").
+
+    Read from ``index.noun``, whose data lines start with the lemma (license lines start with two
+    spaces); used to find the nouns a caption mentions (``ticlip.analysis.nouns``).
+    """
+    path = os.path.join(directory, "index.noun")
+    if not os.path.exists(path):
+        raise WordNetError(
+            f"no WordNet noun index at {path}: install Debian's wordnet-base "
+            "(scripts/install-system-deps.sh) or pass the directory holding index.noun"
+        )
+    out = set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(" ") or not line.strip():
+                continue
+            out.add(line.split(" ", 1)[0].replace("_", " ").lower())
+    return frozenset(out)

@@ -24,6 +24,7 @@ from ticlip.atomic import write_text_atomic
 from ticlip.eval.metrics import json_safe
 from ticlip.eval.results import REPORT_HTML, REPORT_SUMMARY, REPORT_TABLE_CSV, REPORT_TABLE_MD, write_summary
 from ticlip.report import plots
+from ticlip.report.drift import analysis_sections
 from ticlip.report.task_columns import has_task_scores, mean_curves
 from ticlip.report.html import Figure, Section, render_page
 from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs, metric_name
@@ -180,6 +181,10 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         sec.figures.append(Figure(p, "static tasks: the model after each step"))
         files.append(p)
         sections.append(sec)
+    shift_sections, shift_files, shift_warnings = analysis_sections(runs, plot_dir)  # ticlip analyze's files
+    sections += shift_sections
+    files += shift_files
+    warnings += shift_warnings
 
     e = html.escape
     run_rows = "".join(

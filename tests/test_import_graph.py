@@ -128,7 +128,7 @@ ALLOWED = {
     "ticlip.run_layout": {"ticlip.errors", "ticlip.atomic"},
     "ticlip.progress": {"ticlip.errors", "ticlip.run_layout"},
     "ticlip.config": BASE,
-    "ticlip.data": BASE,
+    "ticlip.data": BASE | {"ticlip.models"},  # the build's CLIP-score filter scores with a checkpoint
     "ticlip.methods": BASE | {"ticlip.models"},
     "ticlip.eval": BASE | {"ticlip.data", "ticlip.models", "ticlip.run_layout", "ticlip.progress"},
     "ticlip.report": BASE | {"ticlip.eval", "ticlip.run_layout", "ticlip.analysis"},

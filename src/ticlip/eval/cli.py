@@ -34,7 +34,8 @@ def register(subparsers) -> None:
         description="Evaluate a run (RUN: its directory) or one outside open_clip checkpoint "
         "(--checkpoint, --model, --stream). Results are appended to eval.jsonl as they finish "
         "(finished pairs are skipped on a re-run); matrix_<task>.csv, static_scores.csv and "
-        "eval_summary.json are written at the end. See docs/EVAL.md.",
+        "eval_summary.json are written at the end. Under torchrun the ranks split the (model step, task) "
+        "work and rank 0 writes the results. See docs/EVAL.md.",
     )
     e.add_argument("run", nargs="?", metavar="RUN", help="run directory (holding run.json)")
     add_schema_arguments(e, EvalConfig, FLAG_FIELDS, metavars={"tasks": "NAMES", "steps": "INDICES"})
@@ -79,7 +80,6 @@ def run_eval(args) -> int:
     from ticlip.eval.metrics import json_safe
     from ticlip.eval.runner import evaluate_checkpoint, evaluate_run
     from ticlip.eval.tasks import load_tasks
-    from ticlip.locking import DirLock
     from ticlip.progress import EvalProgress
 
     if args.list_tasks:
@@ -88,29 +88,26 @@ def run_eval(args) -> int:
             print(f"{t.name:32s} {t.kind:24s} {where:16s} {'' if t.default else '(not default) '}{t.description}")
         return 0
     config = config_from_args(args)
-    progress = EvalProgress(enabled=not args.no_progress)
     outside = [f for f, v in (("--model", args.model), ("--stream", args.stream), ("--out", args.out)) if v]
-    if args.checkpoint:
-        if args.run:
-            raise TiclipError("give either RUN or --checkpoint, not both")
-        if not args.model or not args.stream:
-            raise TiclipError("--checkpoint needs --model NAME (e.g. ViT-B-16) and --stream DIR")
-        if config.steps is not None:
-            raise TiclipError("--steps applies to runs, not to --checkpoint")
-        out = args.out or os.path.join("evals", os.path.splitext(os.path.basename(args.checkpoint))[0])
-        with DirLock(out, what="evaluation"):  # one writer per output directory
-            outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, out, config, log=_log,
-                                          progress=progress)
-    else:
-        if not args.run:
-            raise TiclipError("give a run directory (ticlip eval RUN) or --checkpoint PATH --model NAME --stream DIR")
-        if outside:
-            raise TiclipError(f"{', '.join(outside)} apply to --checkpoint; a run names its own model and stream")
-        if not os.path.isdir(args.run):
-            raise TiclipError(f"no run directory {args.run}")
-        # it writes results into the run: one writer at a time (not while it trains, not two evaluations)
-        with DirLock(args.run, what="run", create=False):
-            outcome = evaluate_run(args.run, config, log=_log, progress=progress)
+    _check_targets(args, config, outside)
+    from ticlip.eval.dist import init_eval_dist, main_rank_lock
+
+    ed = init_eval_dist()  # under torchrun: the ranks share the work, rank 0 writes (ticlip.eval.dist)
+    try:
+        progress = EvalProgress(enabled=not args.no_progress and ed.is_main)
+        if args.checkpoint:
+            out = args.out or os.path.join("evals", os.path.splitext(os.path.basename(args.checkpoint))[0])
+            with main_rank_lock(ed, out, what="evaluation"):  # one writer per output directory
+                outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, out, config, log=_log,
+                                              progress=progress, dist=ed)
+        else:
+            # it writes results into the run: one writer at a time (not while it trains, not two evaluations)
+            with main_rank_lock(ed, args.run, what="run", create=False):
+                outcome = evaluate_run(args.run, config, log=_log, progress=progress, dist=ed)
+    finally:
+        ed.shutdown()
+    if not ed.is_main:
+        return 0  # rank 0 reports for every rank
     report = {
         "out_dir": outcome.out_dir,
         "evaluated": outcome.evaluated,
@@ -123,6 +120,24 @@ def run_eval(args) -> int:
     }
     print(json.dumps(json_safe(report), indent=2, ensure_ascii=False))
     return 0
+
+
+def _check_targets(args, config, outside: list[str]) -> None:
+    """RUN or --checkpoint with --model and --stream, checked before any process group or lock."""
+    if args.checkpoint:
+        if args.run:
+            raise TiclipError("give either RUN or --checkpoint, not both")
+        if not args.model or not args.stream:
+            raise TiclipError("--checkpoint needs --model NAME (e.g. ViT-B-16) and --stream DIR")
+        if config.steps is not None:
+            raise TiclipError("--steps applies to runs, not to --checkpoint")
+        return
+    if not args.run:
+        raise TiclipError("give a run directory (ticlip eval RUN) or --checkpoint PATH --model NAME --stream DIR")
+    if outside:
+        raise TiclipError(f"{', '.join(outside)} apply to --checkpoint; a run names its own model and stream")
+    if not os.path.isdir(args.run):
+        raise TiclipError(f"no run directory {args.run}")
 
 
 def run_metrics(args) -> int:

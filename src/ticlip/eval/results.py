@@ -1,7 +1,8 @@
 """The result files of an evaluation, and the one reader and writer of each:
 
 - ``eval.jsonl`` (append-only, one line per (model step, task, eval step); resumable):
-  ``append_result``, ``read_results``, ``latest_results``;
+  ``append_result``, ``read_results``, ``latest_results``; under torchrun each rank appends to its
+  part file (``part_path``) and rank 0 merges them (``merge_parts``);
 - ``matrix_<task>.csv`` (E: rows = model steps, columns = eval steps, step labels as header and index)
   and ``static_scores.csv`` (rows = model steps, columns = static tasks): ``write_table_csv``,
   ``read_table`` (and ``read_matrix`` for any E as CSV, ``read_static_scores``);
@@ -124,6 +125,44 @@ def append_result(path: str, record: dict) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+PART_SUFFIX = ".part"  # eval.jsonl.rank<r>.part: one rank's results under torchrun (ticlip.eval.dist)
+
+
+def part_path(path: str, rank: int) -> str:
+    """Where rank ``rank`` of a distributed evaluation appends its results (``append_result``)."""
+    return f"{path}.rank{int(rank)}{PART_SUFFIX}"
+
+
+def part_paths(path: str) -> list[str]:
+    """The part files of ``path`` left by the ranks of a distributed evaluation."""
+    return sorted(glob.glob(f"{glob.escape(path)}.rank*{PART_SUFFIX}"))
+
+
+def merge_parts(path: str, order: dict[tuple, int] | None = None,
+                warn: Callable[[str], None] | None = None) -> int:
+    """Move the part files' records into ``path`` (eval.jsonl) in one atomic rewrite, ordered by
+    ``order`` (result key → position; records it lacks go last, in part-file order), then remove the
+    part files. Returns how many records were merged. Interrupted after the rewrite, a re-run merges
+    the same records again: the last line of a key wins, and they are equal."""
+    parts = part_paths(path)
+    records = [rec for p in parts for rec in read_results(p, warn)]
+    if records:
+        order = order or {}
+        records.sort(key=lambda rec: order.get(result_key(rec), len(order)))  # stable
+        old = ""
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                old = f.read()
+            if old and not old.endswith("\n"):  # a writer killed mid-line: ours start on a fresh line
+                old += "\n"
+        lines = "".join(json.dumps(r, ensure_ascii=False, allow_nan=False, default=_json_default) + "\n"
+                        for r in records)
+        write_text_atomic(path, old + lines)
+    for p in parts:
+        os.remove(p)
+    return len(records)
 
 
 def _json_default(obj):
@@ -482,7 +521,7 @@ def _nanmean(E: np.ndarray) -> float:
 
 __all__ = [
     "CORNER", "CellStats", "EVAL_LOG", "cell_stats", "read_cell_stats", "static_chance", "MATRIX_GLOB", "REPORT_HTML", "REPORT_SUMMARY", "REPORT_TABLE_CSV", "REPORT_TABLE_MD",
-    "STATIC_SCORES", "SUMMARY", "append_result", "build_matrix", "latest_results", "matrix_filename",
+    "STATIC_SCORES", "SUMMARY", "append_result", "merge_parts", "part_path", "part_paths", "build_matrix", "latest_results", "matrix_filename",
     "matrix_files", "matrix_metrics", "read_matrix", "read_results", "read_static_scores", "read_summary",
     "read_table", "result_key", "score", "static_table", "task_names", "task_of_matrix_file",
     "write_result_tables", "write_summary", "write_table_csv",

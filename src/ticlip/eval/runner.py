@@ -33,7 +33,9 @@ from ticlip.eval.config import EvalConfig, check_device, check_eval_config
 from ticlip.eval.encode import eval_transform
 from ticlip.eval.metrics import json_safe
 from ticlip.eval.plan import EvalPlan, ModelRef, Pending
-from ticlip.eval.results import EVAL_LOG, append_result, latest_results, read_results, write_result_tables
+from ticlip.eval.dist import SINGLE, EvalDist, share
+from ticlip.eval.results import (EVAL_LOG, append_result, latest_results, merge_parts, part_path, read_results,
+                                 write_result_tables)
 from ticlip.eval.scorers import ScoringContext, score_task
 from ticlip.eval.shared import SharedResults
 from ticlip.eval.task_scores import held_out_specs
@@ -64,6 +66,7 @@ class Evaluator:
     """Scores models on a stream's dynamic tasks and on static tasks; see the module docstring."""
 
     shared = None  # a ticlip.eval.shared.SharedResults: results copied between identical checkpoints
+    dist: EvalDist = SINGLE  # under torchrun: this rank's share of the work (ticlip.eval.dist)
 
     def __init__(self, stream, config: EvalConfig, out_dir: str, log: Log = _stderr,
                  progress: EvalProgress | None = None):
@@ -72,6 +75,7 @@ class Evaluator:
         self.progress = progress or EvalProgress(enabled=False)
         self.stream, self.config, self.out_dir, self.log = stream, config, out_dir, self.progress.wrap_log(log)
         self.log_path = os.path.join(out_dir, EVAL_LOG)
+        self.write_path = self.log_path  # where this process appends results (a rank: its part file)
         self.table = load_tasks(config.task_file)
         self.table.update(held_out_specs(stream))  # a task stream's held-out tasks: static tasks held-out:<task>
         self.specs = select_tasks(self.table, config.tasks)
@@ -102,9 +106,20 @@ class Evaluator:
         """Evaluate ``models``; then write the matrices for ``rows`` (index, label) and the summary."""
         outcome = EvalOutcome(out_dir=self.out_dir)
         os.makedirs(self.out_dir, exist_ok=True)
+        ed = self.dist
+        if ed.distributed:
+            if ed.is_main:  # results of an interrupted distributed evaluation count as done
+                merge_parts(self.log_path, warn=self.log)
+            ed.barrier()
         done = latest_results(read_results(self.log_path, warn=self.log))
         # Planned before any model loads, so that missing static data is reported first.
         plans = [(model, *self.plan.pending(model, done)) for model in models]
+        # the position of each pending result in one process's order: rank 0 merges the ranks' parts in it
+        order = {(m.index, spec.name, j): k for k, (m, spec, j) in
+                 enumerate((m, spec, j) for m, todo, _ in plans for spec, j in todo)}
+        if ed.distributed:
+            plans = share(plans, ed.rank, ed.world_size)
+            self.write_path = part_path(self.log_path, ed.rank)
         runnable = [m for m, todo, _ in plans if todo and os.path.exists(m.checkpoint)]
         self.progress.begin(sum(len(todo) for m, todo, _ in plans if m in runnable))
         for model, todo, present in plans:
@@ -131,8 +146,26 @@ class Evaluator:
             )
         self.progress.close()
         outcome.skipped_tasks = dict(self.skipped_tasks)
+        if ed.distributed:
+            done = self._gather(outcome, order)
+            if not ed.is_main:
+                return outcome  # rank 0 writes the tables; this rank's outcome counts its own work
         outcome.files, outcome.summary = self.write_tables(list(done.values()), rows)
         return outcome
+
+    def _gather(self, outcome: EvalOutcome, order: dict) -> dict:
+        """Every rank's counts into rank 0's ``outcome``, and (rank 0) the ranks' part files merged into
+        eval.jsonl in ``order``; returns the results now in eval.jsonl (rank 0) or an empty dict."""
+        mine = (outcome.evaluated, outcome.models_loaded, outcome.skipped_models)
+        everyone = self.dist.all_gather(mine)  # also: every rank has finished writing its part file
+        if not self.dist.is_main:
+            return {}
+        outcome.evaluated = sum(e for e, _, _ in everyone)
+        outcome.models_loaded = sum(m for _, m, _ in everyone)
+        for _, _, skipped in everyone:
+            outcome.skipped_models.update(skipped)
+        merge_parts(self.log_path, order, warn=self.log)
+        return latest_results(read_results(self.log_path, warn=self.log))
 
     def _evaluate_shared(self, ref: ModelRef, todo: Pending) -> list[dict]:
         """Results of a checkpoint whose tensors were evaluated before are copied (``ticlip.eval.shared``);
@@ -161,7 +194,7 @@ class Evaluator:
                 t0 -= self.static_sets.take_load_time(spec.name)
             result = score_task(spec, j, ctx)
             rec = self._record(ref, spec, j, result.metrics, result.extra, time.perf_counter() - t0)
-            append_result(self.log_path, rec)
+            append_result(self.write_path, rec)
             out.append(rec)
             self.progress.finish_task()
         if cfg.device.startswith("cuda"):
@@ -202,9 +235,10 @@ class Evaluator:
 
 # ------------------------------------------------------------------------- entry points
 def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _stderr,
-                 progress: EvalProgress | None = None) -> EvalOutcome:
+                 progress: EvalProgress | None = None, dist: EvalDist | None = None) -> EvalOutcome:
     """Evaluate every finished step checkpoint of the run in ``run_dir``; results go into ``run_dir``.
-    ``progress``: show models, tasks and encoding rate on stderr (``ticlip.progress.EvalProgress``)."""
+    ``progress``: show models, tasks and encoding rate on stderr (``ticlip.progress.EvalProgress``).
+    ``dist``: this rank under torchrun (``ticlip.eval.dist.init_eval_dist``); the ranks share the work."""
     from ticlip.data.stream import TimeStream
     from ticlip.run_layout import RunInfo
 
@@ -215,7 +249,9 @@ def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _
     stream = TimeStream.load(_stream_path(info.stream, run_dir))
     if not info.steps:
         raise TiclipError(f"run {info.name} has no trained steps yet (run.json lists none)")
+    config = _on_rank_device(config, dist)
     evaluator = Evaluator(stream, config, run_dir, log, progress)  # checks the config and tasks first
+    evaluator.dist = dist or SINGLE
     evaluator.shared = SharedResults.for_run(run_dir, evaluator)  # the run's step cache, if it has one
     wanted = set(config.steps) if config.steps is not None else None
     if wanted is not None:
@@ -236,6 +272,13 @@ def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _
     return evaluator.run(models, rows)
 
 
+def _on_rank_device(config: EvalConfig, dist: EvalDist | None) -> EvalConfig:
+    """``config`` with plain ``cuda`` as this rank's GPU (``cuda:<LOCAL_RANK>``) under torchrun."""
+    if dist is None or dist.device(config.device) == config.device:
+        return config
+    return config.replace(device=dist.device(config.device))
+
+
 def _stream_path(path: str, run_dir: str) -> str:
     if "://" in path or os.path.isabs(path):
         return path
@@ -246,7 +289,7 @@ def _stream_path(path: str, run_dir: str) -> str:
 def evaluate_checkpoint(
     checkpoint: str, model: str, stream_path: str, out_dir: str | None = None,
     config: EvalConfig | None = None, *, label: str | None = None, log: Log = _stderr,
-    progress: EvalProgress | None = None,
+    progress: EvalProgress | None = None, dist: EvalDist | None = None,
 ) -> EvalOutcome:
     """Evaluate one outside open_clip checkpoint (e.g. a released TiC-CLIP ViT-B-16) on every step
     of a stream and on the static tasks; the matrix has one row, labelled ``label`` (default: the
@@ -260,7 +303,8 @@ def evaluate_checkpoint(
     name = label or os.path.splitext(os.path.basename(checkpoint))[0]
     out_dir = out_dir or os.path.join("evals", name)
     ref = ModelRef(0, name, os.path.abspath(checkpoint), model, outside=True)
-    evaluator = Evaluator(stream, config, out_dir, log, progress)
+    evaluator = Evaluator(stream, _on_rank_device(config, dist), out_dir, log, progress)
+    evaluator.dist = dist or SINGLE
     return evaluator.run([ref], [(0, name)])
 
 

@@ -187,7 +187,7 @@ class SharedResults:
                 shared_from={"checkpoint": stored.get("checkpoint"), "time": stored.get("time")},
             )
             rec = json_safe(rec)
-            append_result(self.ev.log_path, rec)
+            append_result(self.ev.write_path, rec)  # eval.jsonl, or this rank's part file
             copied.append(rec)
         if copied:
             self.copied += len(copied)

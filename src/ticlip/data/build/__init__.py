@@ -3,7 +3,8 @@
 A package of small modules, each one stage (see docs/DATA.md for what a build does and counts):
 
 - ``config``: ``BuildConfig`` (one schema: YAML, flags, errors), ``BuildError``;
-- ``languages``: the language-filter registry (``register_language_filter``);
+- ``languages``: the language-filter registry (``register_language_filter``; fastText's packaged identifier);
+- ``clip_score``: CLIP-score filtering with a checkpoint (threshold or top fraction), run inside the plan;
 - ``rows``: the metadata pass, records → typed ``Row``s (no pixels; in-memory images spooled);
 - ``plan``: time order, drop and de-duplicate, steps, seeded eval order → ``PlannedStep``s of ``PlannedRow``s;
 - ``images``: the image pass (worker pool) and shard writing;

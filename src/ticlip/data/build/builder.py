@@ -67,7 +67,8 @@ def build_stream(
         source_skipped = getattr(records, "skipped", None)  # what a source left out before yielding
         counts.source_skipped = dict(sorted(source_skipped.items())) if isinstance(source_skipped, dict) else {}
         warnings: list[str] = []
-        steps = plan(rows, counts, config, warnings)
+        steps = plan(rows, counts, config, warnings, keep_rows=_clip_score_filter(config, spool_path, cache_dir,
+                                                                                  progress))
         del rows
         if not steps:
             raise BuildError(
@@ -105,6 +106,15 @@ def build_stream(
             raise disk_full(getattr(e, "filename", None) or out) from None
         raise
     return stream
+
+
+def _clip_score_filter(config: BuildConfig, spool_path: str, cache_dir: str, progress: bool):
+    """The CLIP-score filter's ``keep`` (None when the build has none)."""
+    if config.clip_score_checkpoint is None:
+        return None
+    from ticlip.data.build.clip_score import ClipScoreFilter
+
+    return ClipScoreFilter(config, spool_path, cache_dir, progress).keep
 
 
 def _assemble(steps: list[PlannedStep], evals: list[dict], validations: list[dict | None],

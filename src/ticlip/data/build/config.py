@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from ticlip.data.build.languages import LANGUAGE_FILTERS
+from ticlip.data.build.languages import check_language
 from ticlip.data.timestamps import GRANULARITIES, normalize_period, plan_steps
 from ticlip.errors import TiclipError
-from ticlip.schema import Field, Schema, field_validator
+from ticlip.schema import Field, Schema, field_validator, model_validator
 
 BUILD_DIR = ".build"  # <out>/.build: the state file, shard markers, the spool and the URL image cache
 EVAL_TASK = "retrieval"  # the held-out set every step gets
 VALIDATION_FIELDS = ("validation_size", "validation_ratio")  # left out of the records when validation_size is 0
+CLIP_SCORE_FIELDS = ("clip_score_checkpoint", "clip_score_model", "clip_score_threshold", "clip_score_top_fraction",
+                     "clip_score_device")  # left out of the records when clip_score_checkpoint is unset
 
 
 class BuildError(TiclipError):
@@ -56,7 +59,9 @@ class BuildConfig(Schema):
         0, ge=0, strict=True, description="smallest image side in pixels (0 = off; DataComp: 200)")
     max_aspect_ratio: float | int | None = Field(
         3.0, description="longest/shortest side bound (0 on the command line, or null: no limit)")
-    language: str | None = Field(None, description="language filter hook name (e.g. ascii-english)")
+    language: str | None = Field(None, description="keep captions in this language: english (fastText's lid.176, "
+        "needs ticlip[lang]), fasttext:CODES (e.g. fasttext:en,de), ascii-english (a heuristic), or a "
+        "registered hook")
     max_image_side: int = Field(
         256, ge=1, strict=True, description="resize images to this longest side on write")
     shard_size: int = Field(1000, ge=1, strict=True, description="rows per shard")
@@ -69,6 +74,19 @@ class BuildConfig(Schema):
     validation_ratio: float | int = Field(
         0.5, description="validation pairs per eval pair of the step: validation = min(validation size, "
         "round(ratio x eval pairs), half the pairs left after eval)")
+    clip_score_checkpoint: str | None = Field(
+        None, description="CLIP-score filtering (DataComp): an open_clip checkpoint whose image-text cosine "
+        "similarity decides which pairs stay; with clip_score_threshold or clip_score_top_fraction")
+    clip_score_model: str | None = Field(
+        None, description="open_clip model name of clip_score_checkpoint (default: the name stored in it)")
+    clip_score_threshold: float | None = Field(
+        None, description="keep pairs whose CLIP score (cosine similarity) is at least this")
+    clip_score_top_fraction: float | None = Field(
+        None, description="keep this fraction, in (0, 1], of the pairs with the highest CLIP scores "
+        "(DataComp's CLIP-score baseline keeps 0.3)")
+    clip_score_device: str = Field(
+        "cpu", description="device that computes the CLIP scores (cpu, cuda); does not change which pairs stay "
+        "beyond floating-point ties")
 
     @field_validator("aggregate_until", mode="before")
     @classmethod
@@ -125,9 +143,41 @@ class BuildConfig(Schema):
     @field_validator("language")
     @classmethod
     def _known_language(cls, value):
-        if value is not None and value not in LANGUAGE_FILTERS:
-            raise ValueError(f"unknown language filter {value!r}; known: {', '.join(sorted(LANGUAGE_FILTERS))}")
+        if value is not None:
+            check_language(value)  # ValueError: an unknown name, or the fastText package is missing
         return value
+
+    @field_validator("clip_score_top_fraction")
+    @classmethod
+    def _top_fraction(cls, value):
+        if value is not None and not 0.0 < value <= 1.0:
+            raise ValueError("must be in (0, 1]")
+        return value
+
+    @field_validator("clip_score_threshold")
+    @classmethod
+    def _threshold(cls, value):
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise ValueError("must be a cosine similarity in [-1, 1]")
+        return value
+
+    @field_validator("clip_score_checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value):
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"no such checkpoint file: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _clip_score_rule(self):
+        rules = [k for k in ("clip_score_threshold", "clip_score_top_fraction") if getattr(self, k) is not None]
+        if self.clip_score_checkpoint is None and (rules or self.clip_score_model is not None):
+            key = (rules or ["clip_score_model"])[0]
+            raise ValueError(f"{key} needs clip_score_checkpoint (the CLIP model that scores the pairs)")
+        if self.clip_score_checkpoint is not None and len(rules) != 1:
+            raise ValueError("clip_score_checkpoint needs exactly one of clip_score_threshold and "
+                             f"clip_score_top_fraction (given: {', '.join(rules) or 'neither'})")
+        return self
 
     def record_dict(self) -> dict:
         """``to_dict()`` as the manifest records it: without the validation fields when
@@ -136,13 +186,17 @@ class BuildConfig(Schema):
         if self.validation_size == 0:
             for key in VALIDATION_FIELDS:
                 d.pop(key)
+        if self.clip_score_checkpoint is None:  # absent: no CLIP-score filtering (hashes as before the option)
+            for key in CLIP_SCORE_FIELDS:
+                d.pop(key)
         return d
 
     def output_dict(self) -> dict:
         """The fields that shape the output (what the resume check compares)."""
         d = self.record_dict()
         d.pop("image_cache_dir")
+        d.pop("clip_score_device", None)
         return d
 
 
-__all__ = ["BUILD_DIR", "EVAL_TASK", "VALIDATION_FIELDS", "BuildConfig", "BuildError"]
+__all__ = ["BUILD_DIR", "CLIP_SCORE_FIELDS", "EVAL_TASK", "VALIDATION_FIELDS", "BuildConfig", "BuildError"]

@@ -13,6 +13,7 @@ import json
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
 
 from ticlip.data.build.config import BuildConfig
 from ticlip.data.build.rows import Counts, ImageRef, Row, digest, normalize_caption
@@ -52,8 +53,11 @@ class PlannedStep:
     validation_n: int = 0  # validation pairs to take after the eval set (before the train rows)
 
 
-def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[str]) -> list[PlannedStep]:
-    """The steps of ``rows`` (sorted in place). Adds to ``counts`` (dropped, duplicates) and ``warnings``."""
+def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[str],
+         keep_rows: Callable[[list[Row], Counts], list[Row]] | None = None) -> list[PlannedStep]:
+    """The steps of ``rows`` (sorted in place). Adds to ``counts`` (dropped, duplicates) and ``warnings``.
+    ``keep_rows(rows, counts)`` (the CLIP-score filter) sees the de-duplicated rows in time order and
+    returns those that stay, counting the others."""
     rows.sort(key=lambda r: (r.time, r.seq))  # stable: first in time, then first in input
     if config.step_ends:
         last = normalize_period(config.step_ends[-1], config.granularity)
@@ -62,6 +66,8 @@ def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[st
         rows = kept
     if config.dedup:
         rows = _dedup(rows, counts)
+    if keep_rows is not None:
+        rows = keep_rows(rows, counts)
     plans, mapping = plan_steps([r.period for r in rows], config.granularity,
                                 aggregate_until=config.aggregate_until, step_ends=config.step_ends)
     if config.step_ends:

@@ -106,7 +106,7 @@ def resolve(spec: str) -> str:
         return cached
     if _offline():
         what = file or " or ".join(WEIGHT_FILES)
-        raise HubError(f"{spec}: {what} of {repo} is not in the Hugging Face cache ({_cache_dir() or 'default'}) and "
+        raise HubError(f"{spec}: {what} of {repo} is not in the Hugging Face cache ({_cache_shown()}) and "
                        f"HF_HUB_OFFLINE is set: fetch it where there is network with `hf download {repo} "
                        f"{file or WEIGHT_FILES[0]}` (into the same HF_HUB_CACHE), or unset HF_HUB_OFFLINE")
     return _download(spec, repo, candidates)
@@ -115,6 +115,12 @@ def resolve(spec: str) -> str:
 def _cache_dir() -> str | None:
     """HF_HUB_CACHE read now, not when huggingface_hub was imported (None: its default)."""
     return os.environ.get("HF_HUB_CACHE") or None
+
+
+def _cache_shown() -> str:
+    from huggingface_hub import constants
+
+    return _cache_dir() or constants.HF_HUB_CACHE
 
 
 def _offline() -> bool:

@@ -300,6 +300,9 @@ def _fetch(url: str, scheme: str, timeout: float) -> bytes:
             raise ImageFetchError(reason, f"{url}: HTTP {e.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise ImageFetchError("image_fetch_failed", f"{url}: {e}") from None
+    from ticlip.data.remote import require_backend
+
+    require_backend(url, "image")  # raised, not counted per image: every image of the table would fail alike
     try:
         import fsspec
 

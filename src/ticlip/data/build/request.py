@@ -120,6 +120,9 @@ def build_stream_from(
     this process; the output does not depend on it). A finished build with the same request leaves
     ``out`` as it is; another configuration raises BuildError unless ``overwrite``. The build holds
     ``out``'s lock (``ticlip.locking.DirLock``): a second build into ``out`` fails at once."""
+    from ticlip.data.remote import local_output
+
+    local_output(out)  # before the lock, which would create a local ./s3:/... directory
     if isinstance(request_or_source, BuildRequest):
         if build is not None or options is not None:
             raise TypeError("build_stream_from: give build= and options= to check_build_request, not with a request")

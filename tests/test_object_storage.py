@@ -155,3 +155,23 @@ def test_a_url_as_build_output_is_one_line_and_writes_nothing(tmp_path, capsys, 
     line = one_error_line(capsys, "data")
     assert "--out must be a local directory" in line and "aws s3 cp --recursive" in line
     assert os.listdir(tmp_path) == []  # no ./s3:/bucket/stream made by the lock or the builder
+
+
+def test_a_table_at_a_url_builds_the_same_stream_as_its_local_copy(tmp_path):
+    import fsspec
+    from test_build import captions, image_rows, write_csv
+
+    rows = image_rows(tmp_path, 12, ["2019", "2020", "2021"])
+    for r in rows:  # relative to the table: at a URL they resolve to URLs beside it
+        r["image"] = os.path.relpath(r["image"], tmp_path)
+    write_csv(tmp_path / "pairs.csv", rows, ("uid", "image", "caption", "timestamp"))
+    url = f"memory://tables/{uuid.uuid4().hex}"
+    fsspec.filesystem("memory").put(str(tmp_path), url, recursive=True)
+    built = {}
+    for name, table in (("local", str(tmp_path / "pairs.csv")), ("url", f"{url}/pairs.csv")):
+        assert main(["data", "build", table, "--out", str(tmp_path / name), "--quiet", "--eval-size", "0",
+                     "--validation-size", "0"]) == 0
+        built[name] = TimeStream.load(str(tmp_path / name))
+    assert built["url"].labels == built["local"].labels == ["2019", "2020", "2021"]
+    assert captions(built["url"]) == captions(built["local"]) and len(captions(built["url"])) == 12
+    assert built["url"].provenance["source_params"]["table"] == f"{url}/pairs.csv"  # the URL, not ./memory:/...

@@ -79,6 +79,16 @@ def test_train_from_a_hub_checkpoint_equals_training_from_the_file(cache, toy_st
     assert all(torch.equal(hub[k], file[k]) for k in file)
     info = json.loads((tmp_path / "hub" / "run.json").read_text())
     assert info["init"] == "hf-hub:org/tiny" and info["init_fingerprint"]  # pinned: resume checks the cached file
+    from ticlip.config import TrainConfig
+    from ticlip.hub import resolve
+    from ticlip.train.run import RunRefused, load_pinned_inputs
+
+    cfg = TrainConfig.from_yaml(str(tmp_path / "hub" / "config.yaml"))
+    assert load_pinned_inputs(cfg, str(tmp_path / "hub"))[0].init == "hf-hub:org/tiny"
+    with open(resolve("hf-hub:org/tiny"), "r+b") as f:  # the cached file is replaced by other bytes
+        f.write(b"\0")
+    with pytest.raises(RunRefused, match="hf-hub:org/tiny changed since the run started"):
+        load_pinned_inputs(cfg, str(tmp_path / "hub"))
 
 
 def test_eval_a_hub_checkpoint_equals_the_file(cache, toy_stream, tmp_path):

@@ -66,7 +66,8 @@ def pretrained_tag(spec: str) -> tuple[str, str, dict]:
         tags = open_clip.list_pretrained_tags_by_model(model)
         known = f"its tags: {', '.join(tags)}" if tags else \
             "see `python -c 'import open_clip; print(open_clip.list_pretrained())'`"
-        raise HubError(f"{spec!r}: open_clip has no pretrained weights {tag!r} for model {model!r}; {known}")
+        raise HubError(f"{spec!r} is no file, and open_clip has no pretrained weights {tag!r} for model {model!r}; "
+                       f"{known}")
     return model, tag, cfg
 
 

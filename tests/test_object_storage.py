@@ -45,7 +45,8 @@ def local_runs(toy_stream, tmp_path_factory):
     worker and with two."""
     logs = tmp_path_factory.mktemp("local")
     for workers in ("0", "2"):
-        assert main(train_args(toy_stream.root, logs, f"w{workers}", "--workers", workers, "--memory-limit-mb", "0")) == 0
+        args = train_args(toy_stream.root, logs, f"w{workers}", "--workers", workers, "--memory-limit-mb", "0")
+        assert main(args) == 0
     return str(logs)
 
 

@@ -177,7 +177,8 @@ def _csv_batches(path: str, fmt: str):
 
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=invalid_row)
     try:
-        reader = pcsv.open_csv(open_url(path, "rb") if _is_url(path) else path, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
+        reader = pcsv.open_csv(open_url(path, "rb") if _is_url(path) else path,
+                               read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
                                parse_options=parse, convert_options=convert)
         yield header, []  # the columns are checked before any row
         for batch in reader:

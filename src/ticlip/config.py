@@ -37,8 +37,9 @@ class TrainConfig(Schema):
     method: str = Field("cumulative-all", description="continual method (docs/METHODS.md)")
     method_params: dict[str, Any] = Field(default_factory=dict, description="the method's parameters")
     model: str = Field("ticlip-tiny-32", description="open_clip model name")
-    init: str | None = Field(None, description="OpenCLIP checkpoint the first trained step starts from "
-                                               "(e.g. a released TiC-CLIP 2016.pt)")
+    init: str | None = Field(None, description="OpenCLIP checkpoint the first trained step starts from: a file "
+                                               "(e.g. a released TiC-CLIP 2016.pt), hf-hub:ORG/REPO[/FILE] or an "
+                                               "open_clip MODEL:TAG (docs/TRAINING.md, hub checkpoints)")
     steps: str | None = Field(None, description="steps to train, inclusive, by label or index: 2016:2019, 2:3, "
                                                 "2017: (default all)")
 

@@ -257,7 +257,7 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
     (every run's TrainConfig, its model name and --init file), methods and their parameters, eval
     (settings and task names), report. Any error is a ConfigError naming the section and key."""
     from ticlip.methods import check_method_params, list_methods
-    from ticlip.models import check_init_checkpoint, model_config
+    from ticlip.models import check_init_checkpoint, is_hub_checkpoint, model_config
 
     if not _stream_exists(exp.stream):
         if not exp.stream.source:
@@ -288,7 +288,7 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
         except TiclipError as e:
             raise ConfigError(f"{source}: train.model: {e}") from None
     for init, model in sorted({(r.config.init, r.config.model) for r in runs if r.config.init}):
-        if not os.path.exists(init):
+        if not os.path.exists(init) and not is_hub_checkpoint(init):
             raise ConfigError(f"{source}: train.init: checkpoint {init} does not exist")
         try:  # loads (weights only) and fits the model: before the stream is built or anything trains
             check_init_checkpoint(init, model)

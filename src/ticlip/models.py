@@ -164,9 +164,11 @@ def create_model(
     import open_clip
     import torch
 
-    model_config(name)  # clear error for unknown names
-    if init is not None and not os.path.exists(init):
+    cfg = model_config(name)  # clear error for unknown names
+    if init is not None and not os.path.exists(init) and not is_hub_checkpoint(init):
         raise TiclipError(f"checkpoint {init} does not exist")
+    if init is not None:
+        check_tag_model(init, name, cfg)
     state = checkpoint_weights(init) if init is not None else None  # a bad file fails before the model is made
     if seed is not None:
         torch.manual_seed(seed)
@@ -192,11 +194,14 @@ def read_checkpoint(path: str, map_location: Any = "cpu", what: str = "checkpoin
     not a PyTorch file, or needs arbitrary unpickling (which can run code) and how to convert it."""
     import torch
 
+    path = checkpoint_file(path)  # a hub name (hf-hub:ORG/REPO[/FILE], MODEL:TAG): its cached file
     if not os.path.exists(path):
         raise CheckpointError(f"{what} {path} does not exist")
     if os.path.getsize(path) == 0:
         raise CheckpointError(f"{what} {path} is empty (0 bytes): it was not written completely; "
                               "copy it again or re-create it")
+    if path.endswith(".safetensors"):
+        return _read_safetensors(path, map_location, what)
     try:
         with warnings.catch_warnings():  # the weights-only unpickler warns about old pickle protocols
             warnings.simplefilter("ignore")
@@ -212,6 +217,46 @@ def read_checkpoint(path: str, map_location: Any = "cpu", what: str = "checkpoin
         raise CheckpointError(f"{what} {path} cannot be read: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - the weights-only loader has no side effects; any failure = bad file
         raise _truncated(path, what, e) from None
+
+
+def _read_safetensors(path: str, map_location: Any, what: str) -> dict:
+    """A safetensors file's tensors (the format holds tensors only: nothing to unpickle)."""
+    from safetensors.torch import load_file
+
+    device = "cpu" if map_location is None or callable(map_location) else str(map_location)
+    try:
+        return load_file(path, device=device)
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a cut or foreign file
+        raise _truncated(path, what, e) from None
+
+
+def checkpoint_file(spec: str) -> str:
+    """The local file of a checkpoint given as a path (returned as it is) or as a hub name
+    (``ticlip.hub``: ``hf-hub:ORG/REPO[/FILE]``, an open_clip ``MODEL:TAG``), cache first."""
+    from ticlip.hub import is_hub_name, resolve
+
+    return resolve(spec) if is_hub_name(spec) else spec
+
+
+def is_hub_checkpoint(spec: str | None) -> bool:
+    """Whether a checkpoint argument names a hub checkpoint rather than a local file (``ticlip.hub``)."""
+    from ticlip.hub import is_hub_name
+
+    return is_hub_name(spec)
+
+
+def checkpoint_label(spec: str) -> str:
+    """A short name for a checkpoint's results: a file's name without extension, or ``hub_label``."""
+    from ticlip.hub import hub_label
+
+    return hub_label(spec) if is_hub_checkpoint(spec) else os.path.splitext(os.path.basename(spec))[0]
+
+
+def check_tag_model(spec: str, model_name: str, model_cfg: dict | None = None) -> None:
+    """An open_clip ``MODEL:TAG`` checkpoint names the model it fits: it must be ``model_name`` (one line)."""
+    from ticlip.hub import check_tag_model as check
+
+    check(spec, model_name, model_cfg if model_cfg is not None else model_config(model_name))
 
 
 def _needs_unpickling(message: str, pickle_file: bool) -> str | None:
@@ -317,7 +362,7 @@ def check_init_checkpoint(path: str, model_name: str) -> None:
     import open_clip
     import torch
 
-    model_config(model_name)
+    check_tag_model(path, model_name, model_config(model_name))
     state = checkpoint_weights(path)
     with quiet_open_clip(), torch.device("meta"):
         model = open_clip.create_model(model_name, pretrained=None, device="meta", pretrained_text=False)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator
 from ticlip.errors import TiclipError
 
 from ticlip.atomic import atomic_path
+from ticlip.data.remote import MissingBackend
 
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -118,6 +119,9 @@ def check_shard_url(url: str, where: str) -> None:
     if not url.startswith(f"{scheme}://") or scheme not in fsspec.available_protocols():
         raise UnsafeShardURL(f"{where}: shard {url!r} uses the {scheme!r} scheme, which ticlip does not open; "
                              "give a file path or an fsspec URL (s3://, gs://, https://, ...): fix the manifest")
+    from ticlip.data.remote import require_backend
+
+    require_backend(url, where)  # one line naming what to install (e.g. ticlip[s3]), not a worker's traceback
 
 
 def open_shard(url: str):
@@ -161,8 +165,8 @@ class _CountingHandler:
         self.counter, self.reason = counter, reason
 
     def __call__(self, exn: Exception) -> bool:
-        if isinstance(exn, UnsafeShardURL):
-            return False  # re-raised: a refused URL is an error, not a bad sample
+        if isinstance(exn, (UnsafeShardURL, MissingBackend)):
+            return False  # re-raised: a refused URL or a missing back-end is an error, not a bad sample
         if self.counter is not None:
             self.counter.add(self.reason)
         _log.warning("skipped (%s): %s: %s", self.reason, type(exn).__name__, str(exn)[:200])
@@ -174,7 +178,7 @@ def _open_shards(src: Iterable[dict], handler) -> Iterator[dict]:
         url = sample["url"]
         try:
             stream = open_shard(url)
-        except UnsafeShardURL:
+        except (UnsafeShardURL, MissingBackend):
             raise
         except Exception as exn:  # noqa: BLE001 - a missing or unreadable shard is skipped and counted
             exn.args = exn.args + (url,)

@@ -164,11 +164,9 @@ def _is_url(path: str) -> bool:
 def _fs_open(path: str, mode: str = "rb"):
     if path.startswith("pipe:"):
         raise StreamError(f"{path!r} is a pipe: URL, which runs a shell command; give a path or an fsspec URL")
-    if _is_url(path):
-        import fsspec
+    from ticlip.data.remote import open_url
 
-        return fsspec.open(path, mode).open()
-    return open(path, mode)
+    return open_url(path, mode)  # a URL's back-end missing: one line naming what to install
 
 
 def stable_fraction(seed: int | str, key: str) -> float:
@@ -389,6 +387,9 @@ class TimeStream:
         if _is_url(mpath):
             import fsspec
 
+            from ticlip.data.remote import require_backend
+
+            require_backend(mpath, "stream manifest")
             with fsspec.open(mpath, "w", encoding="utf-8") as f:
                 f.write(data)
             return mpath

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ticlip.data.records import Record
+from ticlip.data.remote import open_url, url_dirname, url_exists
 from ticlip.errors import TiclipError
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -64,9 +66,9 @@ def read_table(
     fmt = table_format(path)
     if fmt is None:
         raise TableError(f"{path}: unknown table format; use .csv, .tsv, .jsonl or .parquet")
-    if not os.path.isfile(path):
+    if not url_exists(path):  # a local file or an fsspec URL (s3://bucket/table.parquet)
         raise TableError(f"no such table file: {path}")
-    base = os.path.dirname(os.path.abspath(path))
+    base = url_dirname(path)  # relative image paths of a table at a URL are URLs beside it
     batches = {"csv": _csv_batches, "tsv": _csv_batches, "jsonl": _jsonl_batches,
                "parquet": _parquet_batches}[fmt](path, fmt)
     columns = None
@@ -105,13 +107,13 @@ def _record(row: dict, base: str, image_col, caption_col, timestamp_col, uid_col
     if isinstance(image, str):
         image = image.strip()
         if image and not _is_url(image) and not os.path.isabs(image):
-            image = os.path.join(base, image)
+            image = _join(base, image)
     elif isinstance(image, dict):  # Hugging Face style {"bytes": ..., "path": ...}
         if image.get("bytes"):
             image = image["bytes"]
         elif image.get("path"):
             p = str(image["path"])
-            image = p if _is_url(p) or os.path.isabs(p) else os.path.join(base, p)
+            image = p if _is_url(p) or os.path.isabs(p) else _join(base, p)
         else:
             image = None
     elif image is not None and not isinstance(image, (bytes, bytearray, memoryview)):
@@ -122,6 +124,10 @@ def _record(row: dict, base: str, image_col, caption_col, timestamp_col, uid_col
     extra = {k: v for k, v in row.items() if k not in skip and _small_scalar(v)}
     return Record(caption=row.get(caption_col), timestamp=row.get(timestamp_col), image=image, uid=uid,
                   extra=extra)
+
+
+def _join(base: str, relative: str) -> str:
+    return posixpath.join(base, relative) if _is_url(base) else os.path.join(base, relative)
 
 
 def _is_missing(v) -> bool:
@@ -150,7 +156,7 @@ def _csv_batches(path: str, fmt: str):
 
     delimiter = "\t" if fmt == "tsv" else ","
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
+        with open_url(path, "rt", newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f, delimiter=delimiter), None)
             f.read(1 << 20)  # the first MiB decodes too: a binary or Latin-1 file fails here, before any work
     except UnicodeDecodeError as e:
@@ -171,7 +177,8 @@ def _csv_batches(path: str, fmt: str):
 
     parse = pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=invalid_row)
     try:
-        reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
+        reader = pcsv.open_csv(open_url(path, "rb") if _is_url(path) else path,
+                               read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
                                parse_options=parse, convert_options=convert)
         yield header, []  # the columns are checked before any row
         for batch in reader:
@@ -190,7 +197,7 @@ def _csv_batches(path: str, fmt: str):
 def _jsonl_batches(path: str, fmt: str):
     columns: list[str] | None = None
     rows: list = []
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open_url(path, "rt", encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -221,7 +228,7 @@ def _parquet_batches(path: str, fmt: str):
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(open_url(path, "rb") if _is_url(path) else path)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
         raise TableError(f"{path}: not a readable Parquet file: {e}") from None
     columns = list(pf.schema_arrow.names)
@@ -300,6 +307,9 @@ def _fetch(url: str, scheme: str, timeout: float) -> bytes:
             raise ImageFetchError(reason, f"{url}: HTTP {e.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise ImageFetchError("image_fetch_failed", f"{url}: {e}") from None
+    from ticlip.data.remote import require_backend
+
+    require_backend(url, "image")  # raised, not counted per image: every image of the table would fail alike
     try:
         import fsspec
 

@@ -279,7 +279,9 @@ def build_task_stream(tasks: Sequence[Task], out: str | os.PathLike, config: Tas
                "tasks": [[t.name, t.role, len(t.examples)] for t in tasks],
                "difficulty": difficulty if config.order == "difficulty" else None}
     request_hash = hashlib.blake2b(json.dumps(request, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
-    out = os.path.abspath(os.fspath(out))
+    from ticlip.data.remote import local_output
+
+    out = os.path.abspath(local_output(out))  # a URL: build locally, then upload (one line)
     with DirLock(out, what="stream"):
         manifest = os.path.join(out, MANIFEST_NAME)
         if os.path.exists(manifest):

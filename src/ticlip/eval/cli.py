@@ -39,7 +39,8 @@ def register(subparsers) -> None:
     )
     e.add_argument("run", nargs="?", metavar="RUN", help="run directory (holding run.json)")
     add_schema_arguments(e, EvalConfig, FLAG_FIELDS, metavars={"tasks": "NAMES", "steps": "INDICES"})
-    e.add_argument("--checkpoint", help="evaluate this open_clip checkpoint instead of a run")
+    e.add_argument("--checkpoint", help="evaluate this open_clip checkpoint instead of a run: a file, "
+                   "hf-hub:ORG/REPO[/FILE] or an open_clip MODEL:TAG (docs/TRAINING.md, hub checkpoints)")
     e.add_argument("--model", help="open_clip model name of --checkpoint (e.g. ViT-B-16)")
     e.add_argument("--stream", help="stream directory or stream.json for --checkpoint")
     e.add_argument("--out", help="output directory for --checkpoint (default evals/<checkpoint name>)")
@@ -96,7 +97,9 @@ def run_eval(args) -> int:
     try:
         progress = EvalProgress(enabled=not args.no_progress and ed.is_main)
         if args.checkpoint:
-            out = args.out or os.path.join("evals", os.path.splitext(os.path.basename(args.checkpoint))[0])
+            from ticlip.models import checkpoint_label
+
+            out = args.out or os.path.join("evals", checkpoint_label(args.checkpoint))  # hub names: the file or repo
             with main_rank_lock(ed, out, what="evaluation"):  # one writer per output directory
                 outcome = evaluate_checkpoint(args.checkpoint, args.model, args.stream, out, config, log=_log,
                                               progress=progress, dist=ed)

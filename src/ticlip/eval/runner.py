@@ -296,11 +296,16 @@ def evaluate_checkpoint(
     checkpoint's file name without extension)."""
     from ticlip.data.stream import TimeStream
 
+    from ticlip.models import check_tag_model, checkpoint_file, checkpoint_label, is_hub_checkpoint
+
     config = config or EvalConfig()
-    if not os.path.exists(checkpoint):
+    if not os.path.exists(checkpoint) and not is_hub_checkpoint(checkpoint):
         raise TiclipError(f"checkpoint {checkpoint} does not exist")
+    name = label or checkpoint_label(checkpoint)
+    if is_hub_checkpoint(checkpoint):  # hf-hub:ORG/REPO[/FILE] or MODEL:TAG: its file in the Hugging Face cache
+        check_tag_model(checkpoint, model)
+        checkpoint = checkpoint_file(checkpoint)
     stream = TimeStream.load(stream_path)
-    name = label or os.path.splitext(os.path.basename(checkpoint))[0]
     out_dir = out_dir or os.path.join("evals", name)
     ref = ModelRef(0, name, os.path.abspath(checkpoint), model, outside=True)
     evaluator = Evaluator(stream, _on_rank_device(config, dist), out_dir, log, progress)

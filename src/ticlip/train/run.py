@@ -112,7 +112,12 @@ def pinned_inputs(cfg: TrainConfig, stream) -> dict:
     fingerprint of its manifest, the --init file's absolute path (URLs as given) and fingerprint."""
     init, init_fp = None, ""
     if cfg.init:
-        if "://" in cfg.init:
+        from ticlip.models import checkpoint_file, is_hub_checkpoint
+
+        if is_hub_checkpoint(cfg.init):  # as given; pinned by the fingerprint of the cached file it resolves to
+            init = cfg.init
+            init_fp = file_fingerprint(checkpoint_file(cfg.init))
+        elif "://" in cfg.init:
             init = cfg.init
         else:
             init = os.path.abspath(cfg.init)
@@ -141,10 +146,16 @@ def load_pinned_inputs(cfg: TrainConfig, run_dir: str):
                          f"with another --name")
     if info.init:
         if info.init_fingerprint:
-            if not os.path.isfile(info.init):
+            from ticlip.models import checkpoint_file, is_hub_checkpoint
+
+            try:  # a hub name: its cached file (HubError, one line, when it is neither cached nor downloadable)
+                init_file = checkpoint_file(info.init) if is_hub_checkpoint(info.init) else info.init
+            except TiclipError as e:
+                raise RunRefused(f"{where}: its --init checkpoint: {e}") from None
+            if not os.path.isfile(init_file):
                 raise RunRefused(f"{where}: its --init checkpoint {info.init} is gone; put it back to resume, "
                                  f"or start a new run with another --name")
-            if file_fingerprint(info.init) != info.init_fingerprint:
+            if file_fingerprint(init_file) != info.init_fingerprint:
                 raise RunRefused(f"{where}: its --init checkpoint {info.init} changed since the run started; "
                                  f"restore it to resume, or start a new run with another --name")
         cfg = cfg.replace(init=info.init)

@@ -22,6 +22,7 @@ from ticlip.data.build.progress import progress_bar
 from ticlip.data.build.resume import IMAGE_CACHE, BuildState, config_hash, identity
 from ticlip.data.build.rows import Counts, Spool, json_safe, read_rows
 from ticlip.data.records import Record
+from ticlip.data.remote import local_output
 from ticlip.data.stream import VALIDATION, ShardSet, Step, TimeStream, library_versions
 from ticlip.data.table import SkippedRow
 
@@ -47,9 +48,7 @@ def build_stream(
     name or a table file, use ``build_stream_from``, which records the provenance for you.
     """
     config = BuildConfig.load(config.to_dict(), source="build config") if config is not None else BuildConfig()
-    out = os.path.abspath(os.fspath(out))
-    if "://" in out[:16]:
-        raise BuildError(f"--out must be a local directory, not {out}; copy the built stream afterwards")
+    out = os.path.abspath(local_output(out))  # a URL is refused before abspath would make s3://b/x ./s3:/b/x
     source_params = json_safe(source_params or {})
     chash = config_hash(config, source, source_params)
     ident = identity(config, source, source_params)

@@ -21,6 +21,7 @@ from ticlip.data.build.plan import PlannedRow, PlannedStep
 from ticlip.data.build.resume import BuildState
 from ticlip.data.shards import ShardSample, encode_image, write_shard
 from ticlip.data.stream import VALIDATION
+from ticlip.data.remote import MissingBackend
 from ticlip.data.table import ImageFetchError, read_image_bytes
 
 
@@ -72,6 +73,8 @@ def process_row(opts: ImageOptions, row: PlannedRow, spool) -> tuple:
         image, (w, h) = _open_image(opts, row, spool)
     except ImageFetchError as e:
         return ("skip", e.reason)
+    except MissingBackend:  # the fsspec back-end of s3:// etc. is not installed: one error, not a skip per image
+        raise
     except Image.DecompressionBombError:
         return ("skip", "image_too_large")
     except Exception:  # Pillow raises many types for undecodable data

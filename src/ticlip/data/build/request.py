@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 from ticlip.data.build.builder import build_stream
 from ticlip.data.build.config import BuildConfig
 from ticlip.data.records import Record
+from ticlip.data.remote import is_url, local_output, url_exists
 from ticlip.data.stream import TimeStream
 from ticlip.data.table import SkippedRow, read_table, table_format
 from ticlip.errors import TiclipError
@@ -74,13 +75,13 @@ def check_build_request(source: str, build: Mapping | BuildConfig | None = None,
     if is_table(source):
         if table_format(source) is None:
             raise ConfigError(f"{at('source')}: {source}: unknown table format; use .csv, .tsv, .jsonl or .parquet")
-        if not os.path.isfile(source):
+        if not url_exists(source):  # a local file or an fsspec URL (its back-end missing: one line)
             raise ConfigError(f"{at('source')}: no such table file: {source}")
         _check_keys(options, TABLE_OPTIONS, f"{at('options')}: a table has no option", "(table columns)")
         for key, value in options.items():
             if not (isinstance(value, str) and value) and not (key == "uid_col" and value is None):
                 raise ConfigError(f"{at('options')}: {key} must name a column of the table, not {value!r}")
-        table = os.path.abspath(source)
+        table = source if is_url(source) else os.path.abspath(source)
         columns = {key: options.get(key, default) for key, default in TABLE_OPTIONS.items()}
         config = BuildConfig.load(build, source=at("build"))
         return BuildRequest("table", {"table": table, **columns}, config,
@@ -120,6 +121,7 @@ def build_stream_from(
     this process; the output does not depend on it). A finished build with the same request leaves
     ``out`` as it is; another configuration raises BuildError unless ``overwrite``. The build holds
     ``out``'s lock (``ticlip.locking.DirLock``): a second build into ``out`` fails at once."""
+    local_output(out)  # before the lock, which would create a local ./s3:/... directory
     if isinstance(request_or_source, BuildRequest):
         if build is not None or options is not None:
             raise TypeError("build_stream_from: give build= and options= to check_build_request, not with a request")

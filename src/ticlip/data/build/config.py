@@ -69,6 +69,10 @@ class BuildConfig(Schema):
     validation_ratio: float | int = Field(
         0.5, description="validation pairs per eval pair of the step: validation = min(validation size, "
         "round(ratio x eval pairs), half the pairs left after eval)")
+    eval_uids: str | None = Field(
+        None, description="a file of uids that are the eval sets (TiC's eval uid lists: *year2uids.pkl/.json, "
+        "<year>.npy files, or one uid a line): each step's eval set is its pairs with those uids, instead of "
+        "a seeded random sample (eval_size and eval_fraction then do not apply)")
 
     @field_validator("aggregate_until", mode="before")
     @classmethod
@@ -122,6 +126,16 @@ class BuildConfig(Schema):
             raise ValueError("must be > 0 (set validation_size 0 for no validation sets)")
         return value
 
+    @field_validator("eval_uids")
+    @classmethod
+    def _eval_uids_file(cls, value):
+        import os
+
+        if value is not None and not os.path.exists(value):
+            raise ValueError(f"no such file: {value} (a list of eval uids, e.g. "
+                             "tic-datacomp_retrieval_evals_year2uids.pkl)")
+        return value
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, value):
@@ -136,6 +150,8 @@ class BuildConfig(Schema):
         if self.validation_size == 0:
             for key in VALIDATION_FIELDS:
                 d.pop(key)
+        if self.eval_uids is None:  # absent when unused: earlier builds hash as before
+            d.pop("eval_uids")
         return d
 
     def output_dict(self) -> dict:

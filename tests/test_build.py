@@ -392,7 +392,8 @@ def test_config_reads_yaml_values_as_before():
     assert list(cfg.to_dict()) == ["granularity", "aggregate_until", "step_ends", "eval_size", "eval_fraction",
                                    "seed", "min_caption_words", "min_caption_chars", "min_image_side",
                                    "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
-                                   "image_cache_dir", "validation_size", "validation_ratio"]
+                                   "image_cache_dir", "validation_size", "validation_ratio", "eval_uids"]
+    assert "eval_uids" not in cfg.record_dict()  # unset: recorded and hashed as before it existed
     assert "image_cache_dir" not in cfg.output_dict()
     # without validation sets, the manifest's config and the hash hold exactly the fields they held before
     off = cfg.replace(validation_size=0)

@@ -95,6 +95,9 @@ def test_eval_uid_lists(tmp_path):
     with open(tmp_path / "tic-datacompnet_year2uids.pkl", "wb") as f:
         pickle.dump({2016: {"n01440764": np.array(UIDS[3:5]), "n01443537": np.array(UIDS[5:6])}}, f)
     assert read_eval_uids(str(tmp_path / "tic-datacompnet_year2uids.pkl")) == {"2016": set(UIDS[3:6])}
+    with open(tmp_path / "p5.pkl", "wb") as f:  # protocol 5 pickles arrays through numpy's _frombuffer
+        pickle.dump({2016: {"n01440764": as_u8u8(UIDS[3:5])}}, f, protocol=5)
+    assert read_eval_uids(str(tmp_path / "p5.pkl")) == {"2016": set(UIDS[3:5])}
     # the .json twin on the Hugging Face dataset
     (tmp_path / "y2u.json").write_text(json.dumps({"2017": {"n01440764": UIDS[6:8]}}))
     assert read_eval_uids(str(tmp_path / "y2u.json")) == {"2017": set(UIDS[6:8])}

@@ -186,6 +186,7 @@ class _ArraysOnly(pickle.Unpickler):
     refused, so a pickle cannot run code."""
 
     _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol 5
                 ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module, name):
@@ -193,6 +194,8 @@ class _ArraysOnly(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a uid list")
         import numpy as np
 
+        if name == "_frombuffer":
+            return _frombuffer()
         return {"ndarray": np.ndarray, "dtype": np.dtype}.get(name) or _reconstruct()
 
 
@@ -202,6 +205,14 @@ def _reconstruct():
     except ImportError:
         from numpy.core.multiarray import _reconstruct as r
     return r
+
+
+def _frombuffer():
+    try:
+        from numpy._core.numeric import _frombuffer as f  # NumPy >= 2
+    except ImportError:
+        from numpy.core.numeric import _frombuffer as f
+    return f
 
 
 def _flatten_uids(value, where: str) -> Iterator[str]:

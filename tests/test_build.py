@@ -397,7 +397,7 @@ def test_config_reads_yaml_values_as_before():
     assert "image_cache_dir" not in cfg.output_dict()
     # without validation sets, the manifest's config and the hash hold exactly the fields they held before
     off = cfg.replace(validation_size=0)
-    assert list(off.record_dict()) == list(cfg.to_dict())[:-2] and "validation_ratio" not in off.output_dict()
+    assert list(off.record_dict()) == list(cfg.to_dict())[:-3] and "validation_ratio" not in off.output_dict()
 
 
 def test_config_hash_is_pinned():

@@ -394,8 +394,9 @@ def test_config_reads_yaml_values_as_before():
               "seed", "min_caption_words", "min_caption_chars", "min_image_side",
               "max_aspect_ratio", "language", "max_image_side", "shard_size", "dedup",
               "image_cache_dir", "validation_size", "validation_ratio"]
-    assert list(cfg.to_dict()) == before + list(CLIP_SCORE_FIELDS)
-    # without CLIP-score filtering, the manifest's config and the hash hold the fields they held before it
+    assert list(cfg.to_dict()) == before + list(CLIP_SCORE_FIELDS) + ["eval_uids"]
+    # without CLIP-score filtering or eval uid lists, the manifest's config and the hash hold the fields they
+    # held before those options
     assert list(cfg.record_dict()) == before
     assert "image_cache_dir" not in cfg.output_dict()
     # without validation sets, the manifest's config and the hash hold exactly the fields they held before

@@ -23,7 +23,7 @@ def table(tmp_path):
 @pytest.mark.parametrize(
     "source, build, options, message",
     [
-        ("flickr", None, None, "stream.source: unknown source 'flickr'; known sources: emoji, synthetic"),
+        ("flickr", None, None, "stream.source: unknown source 'flickr'; known sources: emoji, redcaps, synthetic"),
         ("missing.csv", None, None, "stream.source: no such table file: missing.csv"),
         ("", None, None, "stream.source: name a source or a table file"),
         ("synthetic", None, {"num_pair": 3}, "stream.options: source 'synthetic' has no option 'num_pair'; "

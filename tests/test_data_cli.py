@@ -63,7 +63,7 @@ def test_config_yaml_and_flag_precedence(table, tmp_path, capsys):
         (["TABLE", "--step-ends", "2015-06"], "build: step_ends: period '2015-06' does not fit granularity 'year'"),
         (["TABLE", "--eval-fraction", "2"], "build: eval_fraction: must be in [0, 1) (got 2.0)"),
         (["TABLE", "--font", "x.ttf"], "options: a table has no option 'font'; accepted: image_col, caption_col"),
-        (["nosuchsource"], "source: unknown source 'nosuchsource'; known sources: emoji, synthetic"),
+        (["nosuchsource"], "source: unknown source 'nosuchsource'; known sources: emoji, redcaps, synthetic"),
         (["TABLE", "--config", "BADKEY"], "bad.yaml: unknown key 'colour'"),
         (["synthetic", "--image-col", "x"], "options: source 'synthetic' has no option 'image_col'; accepted: num_pairs"),
         (["synthetic", "--option", "oops"], "KEY=VALUE"),

@@ -41,6 +41,11 @@ def register(subparsers) -> None:
     for key, default in TABLE_OPTIONS.items():
         b.add_argument("--" + key.replace("_", "-"), dest=key,
                        help=f"table column of the {key[:-4]} (default {default or 'uid if present'})")
+    b.add_argument("--format", dest="tic_format", choices=("tic-datacomp", "yfcc15m", "redcaps"),
+                   help="SOURCE is a file in this released TiC format (ticlip.data.tic_formats): the same as "
+                   "source FORMAT with --option path=SOURCE")
+    b.add_argument("--images", help="--format yfcc15m/redcaps: the directory of the downloaded images "
+                   "(default: the URLs in the metadata)")
     b.add_argument("--font", help="source option font: a colour emoji font file")
     b.add_argument("--num-pairs", type=int, help="source option num_pairs")
     b.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
@@ -58,6 +63,8 @@ def register(subparsers) -> None:
     b.add_argument("--overwrite", action="store_true", help="replace a different earlier build in OUT")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
+
+    _register_tic_timestamps(sub)
 
     i = sub.add_parser("info", help="per-step counts of a stream and its build counts")
     i.add_argument("dir", metavar="DIR", help="stream directory (or its stream.json; local or URL)")
@@ -150,10 +157,24 @@ def _is_task_source(args) -> bool:
     return args.source.lower() in _SOURCE_MODULES and get_source(args.source).kind == "tasks"
 
 
+def _tic_format_source(args) -> tuple[str, dict]:
+    """``--format F SOURCE``: source F with option path=SOURCE (and images=--images)."""
+    options = options_from_args(args)
+    if args.tic_format is None:
+        if args.images is not None:
+            raise TiclipError("--images is for --format yfcc15m or redcaps")
+        return args.source, options
+    options["path"] = args.source
+    if args.images is not None:
+        options["images"] = args.images
+    return args.tic_format, options
+
+
 def cmd_build(args) -> int:
-    if _is_task_source(args):
+    if getattr(args, "tic_format", None) is None and _is_task_source(args):
         return _task_build(args)
-    request = check_build_request(args.source, build_settings_from_args(args), options_from_args(args), where="")
+    source, options = _tic_format_source(args)
+    request = check_build_request(source, build_settings_from_args(args), options, where="")
     stream = build_stream_from(request, args.out, name=args.name, progress=not args.quiet, workers=args.workers,
                                overwrite=args.overwrite)
     train = sum(s.train.count for s in stream.steps)
@@ -205,4 +226,32 @@ def cmd_show(args) -> int:
     step = stream.step(args.step)
     path = contact_sheet(stream, step, args.out, n=args.n, split=args.split, seed=args.seed)
     print(f"wrote {path or args.out} ({step.label}, {args.split})")
+    return 0
+
+
+# ----------------------------------------------------------------------------- tic-timestamps
+def _register_tic_timestamps(sub) -> None:
+    t = sub.add_parser("tic-timestamps", help="TiC-DataComp's uid files as one uid -> timestamp table",
+                       description="Read TiC-DataComp's per-period uid files (YYYY.npy, YYYYMM.npy, or the "
+                       "CDN's YYYY.tar) and write a Parquet table with columns uid and timestamp (the period), "
+                       "for resharding existing DataComp shards by time. See ticlip.data.tic_formats.")
+    t.add_argument("paths", nargs="+", metavar="PATH", help="uid files or directories holding them")
+    t.add_argument("--out", required=True, help="the table to write (.parquet)")
+    t.set_defaults(func=cmd_tic_timestamps)
+
+
+def cmd_tic_timestamps(args) -> int:
+    from ticlip.data.tic_formats import read_tic_datacomp_timestamps, tic_datacomp_files, write_timestamp_table
+
+    if not args.out.endswith(".parquet"):
+        raise TiclipError(f"--out {args.out}: name a .parquet file")
+    for path in args.paths:
+        tic_datacomp_files(path)  # every input checked before anything is written
+
+    def pairs():
+        for path in args.paths:
+            yield from read_tic_datacomp_timestamps(path)
+
+    n = write_timestamp_table(pairs(), args.out)
+    print(f"wrote {n} uid -> timestamp rows to {args.out}")
     return 0

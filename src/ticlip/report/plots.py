@@ -134,18 +134,104 @@ def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str],
     panels = list(curves)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.0), squeeze=False)
     x = np.arange(len(labels))
+    ticks = thinned_ticks(labels)  # every step up to MAX_HEATMAP_STEPS steps
     for ax, panel in zip(axes[0], panels):
         for k, (method, y) in enumerate(curves[panel].items()):
             ok = ~np.isnan(y)
             ax.plot(x[ok], 100 * y[ok], marker=_MARKERS[k % len(_MARKERS)], label=method)
         _chance_line(ax, chance)
-        ax.set_xticks(x, labels, rotation=45, ha="right")
+        ax.set_xticks(x[ticks], [labels[i] for i in ticks], rotation=45, ha="right")
         ax.set_title(panel)
         ax.set_xlabel("step")
         ax.set_ylabel(f"{ylabel} (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+# --------------------------------------------------------------------------- many steps (monthly streams)
+MAX_HEATMAP_STEPS = 24  # above this, heatmaps thin their tick labels and the report adds year-level views
+
+
+def year_of_label(label: str) -> str | None:
+    """The year a step label belongs to: ``"2016-03"`` → ``"2016"``, ``"≤2014-06"`` → ``"2014"``, a range
+    ``"2016-01–2016-03"`` → the year of its end; None for labels without a year (task names)."""
+    import re
+
+    years = re.findall(r"(?<!\d)(\d{4})(?:-\d{2})?(?!\d)", str(label))
+    return years[-1] if years else None
+
+
+def year_groups(labels: Sequence[str]) -> list[tuple[str, list[int]]] | None:
+    """(year, step indices) in step order; None when a label has no year."""
+    groups: list[tuple[str, list[int]]] = []
+    for i, label in enumerate(labels):
+        y = year_of_label(label)
+        if y is None:
+            return None
+        if groups and groups[-1][0] == y:
+            groups[-1][1].append(i)
+        else:
+            groups.append((y, [i]))
+    return groups
+
+
+def aggregate_by_year(E: np.ndarray, labels: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """E with its steps grouped by year: cell [a, b] is the mean of E[i, j] over the model steps i of
+    year a and the data steps j of year b (NaN cells left out; NaN when all are). Labels without a
+    year: E unchanged."""
+    groups = year_groups(labels)
+    E = np.asarray(E, dtype=float)
+    if groups is None:
+        return E, list(labels)
+    Y = len(groups)
+    out = np.full((Y, Y), math.nan)
+    for a, (_, rows) in enumerate(groups):
+        for b, (_, cols) in enumerate(groups):
+            block = E[np.ix_(rows, cols)]
+            if (~np.isnan(block)).any():
+                out[a, b] = float(np.nanmean(block))
+    return out, [y for y, _ in groups]
+
+
+def thinned_ticks(labels: Sequence[str], max_ticks: int = MAX_HEATMAP_STEPS) -> list[int]:
+    """Indices of the labels to show on an axis of many steps: the first step of each year when that
+    gives at most ``max_ticks``, else every k-th step (always the first and the last)."""
+    T = len(labels)
+    if T <= max_ticks:
+        return list(range(T))
+    groups = year_groups(labels)
+    if groups is not None and len(groups) <= max_ticks:
+        return [idx[0] for _, idx in groups]
+    k = math.ceil(T / max_ticks)
+    ticks = list(range(0, T, k))
+    return ticks if ticks[-1] == T - 1 else ticks + [T - 1]
+
+
+def heatmap_many_steps(E: np.ndarray, labels: Sequence[str], path: str, *, title: str, metric: str = "score",
+                       vrange: tuple[float, float] | None = None) -> str:
+    """E of many steps (more than ``MAX_HEATMAP_STEPS``): colours only, no values in the cells, a
+    fixed figure size, and tick labels thinned (``thinned_ticks``), with year boundaries drawn."""
+    plt = _plt()
+    T = len(labels)
+    fig, ax = plt.subplots(figsize=(9.0, 8.0))
+    data = np.ma.masked_invalid(100 * np.asarray(E, dtype=float))
+    vmin, vmax = (100 * vrange[0], 100 * vrange[1]) if vrange else (None, None)
+    im = ax.imshow(data, cmap="viridis", aspect="equal", vmin=vmin, vmax=vmax, interpolation="nearest")
+    ticks = thinned_ticks(labels)
+    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(ticks, [labels[i] for i in ticks], fontsize=7)
+    groups = year_groups(labels) or []
+    for _, idx in groups[1:]:
+        ax.axhline(idx[0] - 0.5, color="white", linewidth=0.6, alpha=0.7)
+        ax.axvline(idx[0] - 0.5, color="white", linewidth=0.6, alpha=0.7)
+    ax.set_xlabel(f"evaluation step ({T} steps)")
+    ax.set_ylabel("model after training step")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{metric} (%)")
     out = _save(fig, path)
     plt.close(fig)
     return out

@@ -329,3 +329,56 @@ def _last(scores: np.ndarray) -> float:
 
 __all__ = ["DEFAULT_REFERENCE", "Column", "Row", "SummaryTable", "format_cell", "format_diff", "format_macs", "mean_std",
            "summary_table"]
+
+
+# --------------------------------------------------------------------------- per-year summaries (many steps)
+def per_year_transfer(E: np.ndarray, labels: list[str]) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """Per year: ID, backward and forward of the year-level matrix A (E averaged over the steps of each
+    year, ``report.plots.aggregate_by_year``): ID[y] = A[y, y] (models of year y on data of year y),
+    backward[y] = mean of A[y, earlier years], forward[y] = mean of A[y, later years] (NaN where there
+    is none). None when the step labels carry no years."""
+    from ticlip.report.plots import aggregate_by_year, year_groups
+
+    if year_groups(labels) is None:
+        return None
+    A, years = aggregate_by_year(E, labels)
+    Y = len(years)
+
+    def mean(values):
+        v = np.asarray(values, dtype=float)
+        v = v[~np.isnan(v)]
+        return float(v.mean()) if v.size else math.nan
+
+    out = {"in_domain": np.array([A[y, y] for y in range(Y)]),
+           "backward": np.array([mean(A[y, :y]) for y in range(Y)]),
+           "forward": np.array([mean(A[y, y + 1:]) for y in range(Y)])}
+    return years, out
+
+
+def per_year_html(groups: list[MethodGroup], task: str) -> str:
+    """An HTML table per task: one row per (method, year) with the year's number of steps and its ID,
+    backward and forward in % (see ``per_year_transfer``); empty when labels carry no years."""
+    from ticlip.report.plots import year_groups
+
+    labels = groups[0].labels
+    years = year_groups(labels)
+    if years is None:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(name)}</th>" for _, name in TRANSFER_COLUMNS)
+    rows = []
+    for g in groups:
+        got = per_year_transfer(g.mean_matrix(task), g.labels)
+        if got is None:
+            continue
+        ys, values = got
+        for k, y in enumerate(ys):
+            n = len(years[k][1]) if k < len(years) else 0
+            cells = "".join(f"<td>{_pct(values[key][k])}</td>" for key, _ in TRANSFER_COLUMNS)
+            rows.append(f"<tr><td>{e(g.label)}</td><td>{e(y)}</td><td>{n}</td>{cells}</tr>")
+    return (f'<table class="per-year"><thead><tr><th>method</th><th>year</th><th>steps</th>{head}</tr></thead>'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _pct(v: float) -> str:
+    return "–" if v is None or math.isnan(v) else f"{100 * v:.1f}"

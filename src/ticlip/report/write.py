@@ -129,11 +129,16 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         for g in groups:
             E = g.mean_matrix(task)
             seeds = f", mean of {len(g.runs)} seeds" if len(g.runs) > 1 else ""
+            if len(g.labels) > plots.MAX_HEATMAP_STEPS:  # monthly streams: readable at ~100 steps
+                files += _many_steps_heatmaps(sec, g, task, E, plot_dir, seeds, metric, vrange)
+                continue
             p = plots.heatmap(E, g.labels, os.path.join(plot_dir, f"heatmap_{_slug(task)}_{_slug(g.label)}.png"),
                               title=f"{g.label}: {task}{seeds}", metric=metric, vrange=vrange,
                               at_chance=g.at_chance(task))
             sec.figures.append(Figure(p, f"E for {g.label} on {task}: row i = model after step i, column j = step j's data"))
             files.append(p)
+        if len(labels) > plots.MAX_HEATMAP_STEPS:
+            sec.html += _per_year_html(groups, task)
         series = {}
         for g in groups:
             E = g.mean_matrix(task)
@@ -193,7 +198,7 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         for r in runs
     )
     intro = (
-        f'<p class="note">{len(runs)} run(s), {len(groups)} method(s); steps: {e(", ".join(labels))}. '
+        f'<p class="note">{len(runs)} run(s), {len(groups)} method(s); steps: {e(_steps_text(labels))}. '
         "Scores in %. Backward = mean of E below the diagonal (older data), ID = diagonal, "
         "Forward = above the diagonal (data not yet seen). Static tasks: the last model's score. "
         "± is the sample standard deviation over training seeds, [± …] over eval subsamples; the "
@@ -209,6 +214,38 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
     page = render_page(title or f"ticlip report: {', '.join(g.label for g in groups)}", intro, sections)
     html_path = write_text_atomic(os.path.join(out_dir, REPORT_HTML), page)
     return ReportFiles(out_dir, html_path, md_path, csv_path, summary_path, files, warnings)
+
+
+def _many_steps_heatmaps(sec: Section, g: MethodGroup, task: str, E: np.ndarray, plot_dir: str, seeds: str,
+                         metric: str, vrange) -> list[str]:
+    """A stream of many steps: E with thinned tick labels, and E averaged to years with its values."""
+    p = plots.heatmap_many_steps(E, g.labels, os.path.join(plot_dir, f"heatmap_{_slug(task)}_{_slug(g.label)}.png"),
+                                 title=f"{g.label}: {task}{seeds}", metric=metric, vrange=vrange)
+    sec.figures.append(Figure(p, f"E for {g.label} on {task} ({len(g.labels)} steps): row i = model after step i, "
+                                 "column j = step j's data; lines mark years"))
+    A, years = plots.aggregate_by_year(E, g.labels)
+    out = [p]
+    if len(years) < len(g.labels):
+        q = plots.heatmap(A, years, os.path.join(plot_dir, f"heatmap_years_{_slug(task)}_{_slug(g.label)}.png"),
+                          title=f"{g.label}: {task} by year{seeds}", metric=metric, vrange=vrange)
+        sec.figures.append(Figure(q, f"E for {g.label} on {task} averaged to years: cell = mean over the model steps "
+                                     "of the row's year and the data steps of the column's year"))
+        out.append(q)
+    return out
+
+
+def _per_year_html(groups: list[MethodGroup], task: str) -> str:
+    from ticlip.report.tables import per_year_html
+
+    table = per_year_html(groups, task)
+    return ("<h3>Per year</h3><p class=\"note\">ID, backward and forward of E averaged to years: the models of "
+            "each year on the data of that year, of earlier years and of later years (%).</p>" + table) if table else ""
+
+
+def _steps_text(labels: list[str]) -> str:
+    if len(labels) <= plots.MAX_HEATMAP_STEPS:
+        return ", ".join(labels)
+    return f"{len(labels)} steps, {labels[0]} … {labels[-1]}"
 
 
 def _finite_range(mats: list[np.ndarray]) -> tuple[float, float] | None:

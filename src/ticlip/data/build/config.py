@@ -87,6 +87,10 @@ class BuildConfig(Schema):
     clip_score_device: str = Field(
         "cpu", description="device that computes the CLIP scores (cpu, cuda); does not change which pairs stay "
         "beyond floating-point ties")
+    eval_uids: str | None = Field(
+        None, description="a file of uids that are the eval sets (TiC's eval uid lists: *year2uids.pkl/.json, "
+        "<year>.npy files, or one uid a line): each step's eval set is its pairs with those uids, instead of "
+        "a seeded random sample (eval_size and eval_fraction then do not apply)")
 
     @field_validator("aggregate_until", mode="before")
     @classmethod
@@ -140,6 +144,16 @@ class BuildConfig(Schema):
             raise ValueError("must be > 0 (set validation_size 0 for no validation sets)")
         return value
 
+    @field_validator("eval_uids")
+    @classmethod
+    def _eval_uids_file(cls, value):
+        import os
+
+        if value is not None and not os.path.exists(value):
+            raise ValueError(f"no such file: {value} (a list of eval uids, e.g. "
+                             "tic-datacomp_retrieval_evals_year2uids.pkl)")
+        return value
+
     @field_validator("language")
     @classmethod
     def _known_language(cls, value):
@@ -189,6 +203,8 @@ class BuildConfig(Schema):
         if self.clip_score_checkpoint is None:  # absent: no CLIP-score filtering (hashes as before the option)
             for key in CLIP_SCORE_FIELDS:
                 d.pop(key)
+        if self.eval_uids is None:  # absent when unused: earlier builds hash as before
+            d.pop("eval_uids")
         return d
 
     def output_dict(self) -> dict:

@@ -83,13 +83,30 @@ def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[st
 
     keys = _Keys()
     steps = []
+    eval_uids = _eval_uids(config)
     for i, (step_plan, step_rows) in enumerate(zip(plans, by_step)):
         planned = [keys.planned(r, step_plan.label) for r in step_rows]
         random.Random(f"{config.seed}/{step_plan.label}").shuffle(planned)
-        eval_n = eval_count(len(planned), config, step_plan.label, warnings)
+        if eval_uids is None:
+            eval_n = eval_count(len(planned), config, step_plan.label, warnings)
+        else:  # the listed uids first (in the seeded order): they are the eval candidates
+            held = [p for p in planned if p.uid in eval_uids]
+            planned = held + [p for p in planned if p.uid not in eval_uids]
+            eval_n = len(held)
+            if not held:
+                warnings.append(f"step {step_plan.label}: none of its pairs is in eval_uids: no eval set")
         steps.append(PlannedStep(i, step_plan.label, step_plan.start, step_plan.end, step_plan.periods,
                                  planned, eval_n, validation_count(len(planned), eval_n, config)))
     return steps
+
+
+def _eval_uids(config: BuildConfig) -> frozenset[str] | None:
+    """The uids of ``config.eval_uids`` (TiC's eval uid lists; ticlip.data.tic_formats), or None."""
+    if config.eval_uids is None:
+        return None
+    from ticlip.data.tic_formats import eval_uid_set
+
+    return eval_uid_set(config.eval_uids)
 
 
 def _dedup(rows: list[Row], counts: Counts) -> list[Row]:

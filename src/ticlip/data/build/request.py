@@ -93,6 +93,11 @@ def check_build_request(source: str, build: Mapping | BuildConfig | None = None,
     except TiclipError as e:
         raise ConfigError(f"{at('source')}: {e}") from None
     _check_keys(options, spec.options_help, f"{at('options')}: source {spec.name!r} has no option", "")
+    if getattr(spec, "check", None) is not None:  # option values (files that must exist, their layout)
+        try:
+            spec.check(dict(options))
+        except TiclipError as e:
+            raise ConfigError(f"{at('options')}: {e}") from None
     if getattr(spec, "kind", "time") == "tasks":  # a task stream: its build settings are TaskBuildConfig's
         from ticlip.data.task_stream import TaskBuildConfig
 

@@ -27,6 +27,10 @@ _SOURCE_MODULES = {
     "emoji": "ticlip.data.sources.emoji",
     "synthetic": "ticlip.data.sources.synthetic",
     "tasks-cpu": "ticlip.data.sources.tasks_cpu",
+    # the released TiC-CLIP formats (ticlip.data.tic_formats)
+    "yfcc15m": "ticlip.data.sources.yfcc15m",
+    "redcaps": "ticlip.data.sources.redcaps",
+    "tic-datacomp": "ticlip.data.sources.tic_datacomp",
 }
 
 
@@ -41,6 +45,7 @@ class SourceSpec:
     options_help: dict[str, str] = field(default_factory=dict)
     description: str = ""
     kind: str = "time"  # "tasks": records carry extra["task"] and are built by ticlip.data.task_stream
+    check: Callable[[dict], None] | None = None  # checks option values before any work (check_build_request)
 
 
 class SourceRecords:

@@ -149,3 +149,40 @@ def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str],
     out = _save(fig, path)
     plt.close(fig)
     return out
+
+
+def compute_fit_plot(plan, path: str) -> str:
+    """The compute planner's figure (``ticlip.report.compute_planner.Plan``): each method's runs (mean ±
+    std over seeds at each budget) and its fitted curve against compute (log axis), the target's score
+    minus the tolerance as a dashed line, and where each curve reaches it (a dotted vertical line)."""
+    from ticlip.report.compute_planner import curve_values
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    rows = {r.method: r for r in plan.rows}
+    all_x = [p.macs for pts in plan.points.values() for p in pts]
+    all_x += [r.needed_macs for r in plan.rows if math.isfinite(r.needed_macs) and r.needed_macs > 0]
+    lo, hi = math.log10(min(all_x)) - 0.3, math.log10(max(all_x)) + 0.3
+    grid = np.linspace(lo, hi, 200)
+    for k, (method, pts) in enumerate(plan.points.items()):
+        xs = [p.macs for p in pts]
+        ys = [100 * p.mean for p in pts]
+        err = [100 * float(np.std(p.values, ddof=1)) if len(p.values) > 1 else 0.0 for p in pts]
+        line = ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[k % len(_MARKERS)], capsize=3,
+                           label=method + (" (target)" if method == plan.target else ""))
+        if method in rows:
+            r = rows[method]
+            ax.plot(10 ** grid, 100 * curve_values(r, grid), color=line[0].get_color(), linewidth=1.2)
+            if math.isfinite(r.needed_macs) and r.needed_macs > 0:
+                ax.axvline(r.needed_macs, color=line[0].get_color(), linestyle=":", linewidth=1)
+    ax.axhline(100 * plan.goal(), color="grey", linestyle="--", linewidth=1,
+               label=f"{plan.target} − {plan.tolerance:g} pt")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (MACs)")
+    ax.set_ylabel(f"{plan.metric} (%)")
+    ax.set_title(f"compute to match {plan.target} ({plan.form} fit in log-compute)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out

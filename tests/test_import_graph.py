@@ -132,7 +132,7 @@ ALLOWED = {
     "ticlip.data": BASE,
     "ticlip.methods": BASE | {"ticlip.models"},
     "ticlip.eval": BASE | {"ticlip.data", "ticlip.models", "ticlip.run_layout", "ticlip.progress", "ticlip.loggers"},
-    "ticlip.report": BASE | {"ticlip.eval", "ticlip.run_layout"},
+    "ticlip.report": BASE | {"ticlip.eval", "ticlip.run_layout", "ticlip.data"},
     "ticlip.train": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
                             "ticlip.run_layout", "ticlip.cli", "ticlip.loggers"},
     "ticlip.experiment": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",

@@ -82,6 +82,10 @@ class PlanRow:
     extrapolated: bool
     uncertainty: str
 
+    def curve(self, x: np.ndarray) -> np.ndarray:
+        """The fitted curve at log10 compute ``x``."""
+        return curve_values(self, x)
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["measured"] = list(self.measured)

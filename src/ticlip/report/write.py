@@ -7,7 +7,8 @@ Output (all written atomically; see docs/REPORTS.md):
     OUT/table.csv        the same numbers as fractions, with *_std columns
     OUT/summary.json     per method: runs, seeds, compute and every metric (mean, std)
     OUT/plots/*.png      heatmap_<task>_<method>.png, compute_<task>.png, steps_<task>.png,
-                         compute_static_<task>.png, steps_static.png
+                         compute_static_<task>.png, steps_static.png, sheet_<stream>_<step>.png,
+                         training_loss_lr.png, plan_fit.png (ticlip.report.verdict)
 """
 
 from __future__ import annotations

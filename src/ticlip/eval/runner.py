@@ -234,13 +234,17 @@ def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _
         models.append(ModelRef(rec.index, rec.label, os.path.join(run_dir, rec.checkpoint), info.model))
     rows = [(s.index, s.label) for s in stream.steps]
     outcome = evaluator.run(models, rows)
-    log_to_tracker(run_dir, info)
+    try:
+        log_to_tracker(run_dir, info)
+    except TiclipError as e:  # the results are written; a tracker missing on this machine only loses the copy
+        log(f"warning: evaluation results not logged to {info.extra.get('report_to')}: {e}")
     return outcome
 
 
 def log_to_tracker(run_dir: str, info) -> None:
     """The run's evaluation matrices and summary into the tracker it was trained with (run.json's
-    ``extra.report_to``: TensorBoard or W&B; ``ticlip.loggers``); nothing when it had none."""
+    ``extra.report_to``: TensorBoard or W&B; ``ticlip.loggers``); nothing when it had none. A missing
+    back-end is a TiclipError naming the package."""
     from ticlip.eval.results import SUMMARY, matrix_files, read_summary, read_table, task_names, task_of_matrix_file
     import numpy as np
 

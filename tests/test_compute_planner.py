@@ -98,3 +98,21 @@ def test_plan_cli_writes_table_json_and_figure(runs, tmp_path, capsys):
     assert main(["plan", *runs, "--target", "nope"]) == 2
     err = capsys.readouterr().err
     assert "target method 'nope'" in err and "Traceback" not in err
+
+
+def test_logistic_fit_recovers_a_saturating_curve(tmp_path):
+    """y = L / (1 + exp(−k (x − x0))) with L = 0.5, k = 1, x0 = 13 at four budgets; the target's 0.40
+    minus 1 point is reached at x = x0 − ln(L / 0.39 − 1) / k."""
+    L, k, x0 = 0.5, 1.0, 13.0
+    dirs = [fabricate_run(tmp_path, "oracle", "oracle", 0, backward_matrix(0.40), macs_per_step=1e15 / 3)]
+    for x in (11.0, 12.0, 13.0, 14.0, 15.0):
+        dirs.append(fabricate_run(tmp_path, f"seq-{x:g}", "sequential", 0,
+                                  backward_matrix(L / (1 + math.exp(-k * (x - x0)))), macs_per_step=10 ** x / 3))
+    plan = make_plan(load_runs(dirs), target="oracle", form="logistic", samples=200)
+    row = plan.rows[0]
+    assert row.params["top"] == pytest.approx(L, abs=1e-4) and row.params["x0"] == pytest.approx(x0, abs=1e-3)
+    assert math.log10(row.needed_macs) == pytest.approx(x0 - math.log(L / 0.39 - 1) / k, abs=1e-3)
+    # a target above the plateau (0.60 − 1 point > L) is never reached
+    dirs[0] = fabricate_run(tmp_path, "oracle-hi", "oracle", 0, backward_matrix(0.60), macs_per_step=1e15 / 3)
+    never = make_plan(load_runs(dirs), target="oracle", form="logistic", samples=50)
+    assert math.isinf(never.rows[0].needed_macs)

@@ -78,6 +78,10 @@ def test_bad_questions_are_one_line_errors(runs):
         make_plan(load_runs(runs), target="nope")
     with pytest.raises(PlanError, match="metric 'sideways'"):
         make_plan(load_runs(runs), target="oracle", metric="sideways")
+    with pytest.raises(PlanError, match="samples 0: must be at least 1"):
+        make_plan(load_runs(runs), target="oracle", samples=0)
+    with pytest.raises(PlanError, match="target_macs -1"):
+        make_plan(load_runs(runs), target="oracle", target_macs=-1)
     with pytest.raises(PlanError, match="four or more compute budgets"):
         make_plan(load_runs(runs), target="oracle", form="logistic")
 

@@ -274,6 +274,10 @@ def make_plan(runs, *, target: str, metric: str = "backward", task: str = "retri
         raise PlanError(f"form {form!r}: use one of {', '.join(FORMS)}")
     if tolerance < 0:
         raise PlanError(f"tolerance {tolerance}: must be >= 0 (percentage points)")
+    if samples < 1:
+        raise PlanError(f"samples {samples}: must be at least 1 (draws for the interval)")
+    if target_macs is not None and not target_macs > 0:
+        raise PlanError(f"target_macs {target_macs}: must be a positive number of MACs, e.g. 3.4e18")
     points = budget_points(runs, metric, task)
     if target not in points:
         matches = [m for m in points if m.split(" (")[0] == target]

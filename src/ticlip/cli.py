@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "ticlip.data.classify_cli",
     "ticlip.eval.cli",
     "ticlip.report.cli",
+    "ticlip.report.plan_cli",
     "ticlip.train.budget_cli",
     "ticlip.train.cli",
     "ticlip.experiment_cli",

@@ -121,8 +121,10 @@ class TrainConfig(Schema):
     label: str | None = Field(None, description="the row this run is reported under, e.g. an experiment's variant "
                                                 "name (default: the method)")
     logs: str = Field("runs", description="directory holding runs")
-    report_to: Literal["", "tensorboard"] = Field("", description="also log to 'tensorboard' (needs the "
-                                                                  "tensorboard package)")
+    report_to: Literal["", "tensorboard", "wandb"] = Field(
+        "", description="also log to 'tensorboard' (needs the tensorboard package) or 'wandb' (Weights & Biases, "
+                        "offline unless WANDB_MODE says otherwise; needs the wandb package); evaluation logs "
+                        "its matrices and summary there too")
     log_every: int = Field(1, gt=0, description="JSONL log line every N iterations (the last is always logged)")
     progress: bool = Field(True, description="show a progress bar")
 

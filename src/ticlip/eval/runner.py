@@ -269,7 +269,42 @@ def evaluate_run(run_dir: str, config: EvalConfig | None = None, *, log: Log = _
             raise TiclipError(f"run step {rec.index} has no step in stream {stream.name!r} ({len(stream.steps)} steps)")
         models.append(ModelRef(rec.index, rec.label, os.path.join(run_dir, rec.checkpoint), info.model))
     rows = [(s.index, s.label) for s in stream.steps]
-    return evaluator.run(models, rows)
+    outcome = evaluator.run(models, rows)
+    try:
+        log_to_tracker(run_dir, info)
+    except TiclipError as e:  # the results are written; a tracker missing on this machine only loses the copy
+        log(f"warning: evaluation results not logged to {info.extra.get('report_to')}: {e}")
+    return outcome
+
+
+def log_to_tracker(run_dir: str, info) -> None:
+    """The run's evaluation matrices and summary into the tracker it was trained with (run.json's
+    ``extra.report_to``: TensorBoard or W&B; ``ticlip.loggers``); nothing when it had none. A missing
+    back-end is a TiclipError naming the package."""
+    from ticlip.eval.results import SUMMARY, matrix_files, read_summary, read_table, task_names, task_of_matrix_file
+    import numpy as np
+
+    from ticlip.loggers import open_tracker
+
+    tracker = info.extra.get("report_to") or ""
+    if not tracker:
+        return
+    names, _ = task_names(run_dir)
+    matrices = {}
+    for path in matrix_files(run_dir):
+        values, rows, cols = read_table(path)
+        E = np.full((len(cols), len(cols)), np.nan)  # rows of model steps not evaluated stay NaN
+        for k, label in enumerate(rows):
+            if label in cols:
+                E[cols.index(label)] = values[k]
+        matrices[task_of_matrix_file(path, names)] = (E, cols)
+    summary_path = os.path.join(run_dir, SUMMARY)
+    summary = read_summary(summary_path) if os.path.exists(summary_path) else {}
+    log = open_tracker(tracker, run_dir, info.name, run_id=info.extra.get("wandb_id"), job_type="eval")
+    try:
+        log.log_evaluation(matrices, summary)
+    finally:
+        log.close()
 
 
 def _on_rank_device(config: EvalConfig, dist: EvalDist | None) -> EvalConfig:

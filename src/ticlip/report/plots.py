@@ -125,10 +125,11 @@ def compute_plot(series: dict[str, tuple[np.ndarray, np.ndarray]], path: str, *,
 
 
 def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str], path: str, *, title: str,
-                ylabel: str, chance: float | None = None) -> str:
+                ylabel: str, chance: float | dict[str, float | None] | None = None) -> str:
     """Panels side by side, one per curve kind (e.g. "in-domain", "last model"); one line per method.
 
-    ``curves[panel][method]`` is a score per step (NaN where missing).
+    ``curves[panel][method]`` is a score per step (NaN where missing); ``chance``: one level for every
+    panel, or a level per panel (e.g. per static task).
     """
     plt = _plt()
     panels = list(curves)
@@ -139,7 +140,7 @@ def step_curves(curves: dict[str, dict[str, np.ndarray]], labels: Sequence[str],
         for k, (method, y) in enumerate(curves[panel].items()):
             ok = ~np.isnan(y)
             ax.plot(x[ok], 100 * y[ok], marker=_MARKERS[k % len(_MARKERS)], label=method)
-        _chance_line(ax, chance)
+        _chance_line(ax, chance.get(panel) if isinstance(chance, dict) else chance)
         ax.set_xticks(x[ticks], [labels[i] for i in ticks], rotation=45, ha="right")
         ax.set_title(panel)
         ax.set_xlabel("step")
@@ -232,6 +233,62 @@ def heatmap_many_steps(E: np.ndarray, labels: Sequence[str], path: str, *, title
     ax.set_ylabel("model after training step")
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=f"{metric} (%)")
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def compute_fit_plot(plan, path: str) -> str:
+    """The compute planner's figure (``ticlip.report.compute_planner.Plan``): each method's runs (mean ±
+    std over seeds at each budget) and its fitted curve against compute (log axis), the target's score
+    minus the tolerance as a dashed line, and where each curve reaches it (a dotted vertical line)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.8, 4.6))
+    rows = {r.method: r for r in plan.rows}
+    all_x = [p.macs for pts in plan.points.values() for p in pts]
+    all_x += [r.needed_macs for r in plan.rows if math.isfinite(r.needed_macs) and r.needed_macs > 0]
+    lo, hi = math.log10(min(all_x)) - 0.3, math.log10(max(all_x)) + 0.3
+    grid = np.linspace(lo, hi, 200)
+    for k, (method, pts) in enumerate(plan.points.items()):
+        xs = [p.macs for p in pts]
+        ys = [100 * p.mean for p in pts]
+        err = [100 * float(np.std(p.values, ddof=1)) if len(p.values) > 1 else 0.0 for p in pts]
+        line = ax.errorbar(xs, ys, yerr=err, fmt=_MARKERS[k % len(_MARKERS)], capsize=3,
+                           label=method + (" (target)" if method == plan.target else ""))
+        if method in rows:
+            r = rows[method]
+            ax.plot(10 ** grid, 100 * r.curve(grid), color=line[0].get_color(), linewidth=1.2)
+            if math.isfinite(r.needed_macs) and r.needed_macs > 0:
+                ax.axvline(r.needed_macs, color=line[0].get_color(), linestyle=":", linewidth=1)
+    ax.axhline(100 * plan.goal(), color="grey", linestyle="--", linewidth=1,
+               label=f"{plan.target} − {plan.tolerance:g} pt")
+    ax.set_xscale("log")
+    ax.set_xlabel("training compute (MACs)")
+    ax.set_ylabel(f"{plan.metric} (%)")
+    ax.set_title(f"compute to match {plan.target} ({plan.form} fit in log-compute)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out = _save(fig, path)
+    plt.close(fig)
+    return out
+
+
+def training_plot(curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: str) -> str:
+    """Two panels, training loss and learning rate against the global iteration (counted across
+    steps), one line per run: ``curves[run] = (iteration, loss, lr)``."""
+    plt = _plt()
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    for k, (name, (x, loss, lr)) in enumerate(curves.items()):
+        if not x.size:
+            continue
+        ax_loss.plot(x, loss, linewidth=1, label=name)
+        ax_lr.plot(x, lr, linewidth=1, label=name)
+    for ax, what in ((ax_loss, "training loss"), (ax_lr, "learning rate")):
+        ax.set_xlabel("global iteration (across steps)")
+        ax.set_ylabel(what)
+        ax.set_title(what)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     out = _save(fig, path)
     plt.close(fig)
     return out

@@ -7,7 +7,8 @@ Output (all written atomically; see docs/REPORTS.md):
     OUT/table.csv        the same numbers as fractions, with *_std columns
     OUT/summary.json     per method: runs, seeds, compute and every metric (mean, std)
     OUT/plots/*.png      heatmap_<task>_<method>.png, compute_<task>.png, steps_<task>.png,
-                         compute_static_<task>.png, steps_static.png
+                         compute_static_<task>.png, steps_static.png, sheet_<stream>_<step>.png,
+                         training_loss_lr.png, plan_fit.png (ticlip.report.verdict)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ticlip.report.drift import analysis_sections
 from ticlip.report.task_columns import has_task_scores, mean_curves
 from ticlip.report.html import Figure, Section, render_page
 from ticlip.report.results import MethodGroup, ReportError, group_runs, load_runs, metric_name
+from ticlip.report.verdict import verdict_html
 from ticlip.report.tables import (
     DEFAULT_REFERENCE,
     TRANSFER_COLUMNS,
@@ -173,23 +175,27 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         sections.append(sec)
     if static:
         sec = Section("Static tasks")
+        static_chance = {t: groups[0].runs[0].static_chance.get(t) for t in static}
         for task in static:
             metric = metric_name(groups, task)
             series = {g.label: (g.cumulative_macs(), g.static_per_step(task)) for g in groups}
             p = plots.compute_plot(series, os.path.join(plot_dir, f"compute_static_{_slug(task)}.png"),
-                                   title=f"{task} vs compute", ylabel=metric)
+                                   title=f"{task} vs compute", ylabel=metric, chance=static_chance.get(task))
             sec.figures.append(Figure(p, f"{task}: the model after each step against cumulative training MACs"))
             files.append(p)
         curves = {t: {g.label: g.static_per_step(t) for g in groups} for t in static}
         p = plots.step_curves(curves, labels, os.path.join(plot_dir, "steps_static.png"),
-                              title="static tasks per model step", ylabel="score")
-        sec.figures.append(Figure(p, "static tasks: the model after each step"))
+                              title="static tasks per model step", ylabel="score", chance=static_chance)
+        sec.figures.append(Figure(p, "static tasks: the model after each step; dashed: the task's chance level"))
         files.append(p)
         sections.append(sec)
     shift_sections, shift_files, shift_warnings = analysis_sections(runs, plot_dir)  # ticlip analyze's files
     sections += shift_sections
     files += shift_files
     warnings += shift_warnings
+
+    sections += verdict_sections(runs, groups, dynamic, table.reference, plot_dir)
+    files += [f.path for sec in sections for f in sec.figures if f.path not in files]
 
     e = html.escape
     run_rows = "".join(
@@ -198,6 +204,7 @@ def write_report(run_dirs: list[str], out_dir: str | None = None, *, title: str 
         for r in runs
     )
     intro = (
+        verdict_html(groups, table, runs) +
         f'<p class="note">{len(runs)} run(s), {len(groups)} method(s); steps: {e(_steps_text(labels))}. '
         "Scores in %. Backward = mean of E below the diagonal (older data), ID = diagonal, "
         "Forward = above the diagonal (data not yet seen). Static tasks: the last model's score. "
@@ -246,6 +253,17 @@ def _steps_text(labels: list[str]) -> str:
     if len(labels) <= plots.MAX_HEATMAP_STEPS:
         return ", ".join(labels)
     return f"{len(labels)} steps, {labels[0]} … {labels[-1]}"
+
+
+def verdict_sections(runs, groups: list[MethodGroup], dynamic: list[str], reference: str | None,
+                     plot_dir: str) -> list[Section]:
+    """The sections that back the verdict (ticlip.report.verdict): the stream's sizes and samples,
+    training curves and wall time, and the compute planner's curves over a budget sweep."""
+    from ticlip.report.verdict import plan_section, stream_section, training_section
+
+    made = [stream_section(runs, plot_dir), training_section(runs, plot_dir),
+            plan_section(runs, groups, dynamic, reference, plot_dir)]
+    return [s for s in made if s is not None]
 
 
 def _finite_range(mats: list[np.ndarray]) -> tuple[float, float] | None:

@@ -445,33 +445,5 @@ def truncate_jsonl(path: str, keep_record: Callable[[dict], bool]) -> None:
     write_text_atomic(path, "".join(keep))
 
 
-def require_tensorboard():
-    """torch's SummaryWriter, or a clear error when the tensorboard package is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise TiclipError(
-            "--report-to tensorboard needs the tensorboard package: pip install tensorboard "
-            "(or pip install 'ticlip[tensorboard]')"
-        ) from None
-    return SummaryWriter
-
-
-class TensorBoardLog:
-    """Scalars to TensorBoard (``--report-to tensorboard``); needs the ``tensorboard`` package."""
-
-    def __init__(self, log_dir: str, step_index: int, iteration_offset: int = 0):
-        self.writer = require_tensorboard()(log_dir=log_dir)
-        self.step_index = step_index
-        self.offset = iteration_offset
-
-    def __call__(self, record: dict) -> None:
-        x = self.offset + int(record["iteration"])
-        for key in ("loss", "lr", "pairs_per_s", "logit_scale", "extra_loss", "budget_used"):
-            if key in record:
-                self.writer.add_scalar(f"train/{key}", record[key], x)
-        self.writer.add_scalar("train/step", self.step_index, x)
-
-    def close(self) -> None:
-        self.writer.flush()
-        self.writer.close()
+# The trackers (--report-to) live in ticlip.loggers, shared with evaluation; these names stay importable here.
+from ticlip.loggers import TensorBoardLog, require_tensorboard  # noqa: E402,F401

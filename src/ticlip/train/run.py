@@ -301,10 +301,10 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None, given: set
         checked = check_run(cfg, stream, world_size=dinfo.world_size, device=dinfo.device, method=method)
         method, indices, sched_cfg, budget = checked.method, checked.indices, checked.schedule, checked.budget
         mpp, global_batch = checked.macs_per_pair, checked.global_batch
-        if cfg.report_to == "tensorboard":
-            from ticlip.train.loop import require_tensorboard
+        if cfg.report_to:
+            from ticlip.loggers import require_tracker
 
-            require_tensorboard()
+            require_tracker(cfg.report_to)
         run = RunContext(cfg, stream, method, dinfo, run_dir, info, budget, sched_cfg, mpp, D.make_clip_loss(dinfo),
                          indices)
         refused = None
@@ -328,10 +328,15 @@ def train_run(cfg: TrainConfig, *, resume: bool = False, method=None, given: set
             stream_copy = os.path.join(run_dir, "stream.json")
             if not os.path.exists(stream_copy):
                 write_text_atomic(stream_copy, json.dumps(stream.to_dict(), indent=2, ensure_ascii=False) + "\n")
-            if cfg.report_to == "tensorboard":
-                from ticlip.train.loop import TensorBoardLog
+            if cfg.report_to:  # training scalars at the global iteration (ticlip.loggers)
+                from ticlip.loggers import open_tracker
 
-                run.tb = TensorBoardLog(os.path.join(run_dir, "tensorboard"), 0)
+                run.tb = open_tracker(cfg.report_to, run_dir, info.name, run_id=info.extra.get("wandb_id"),
+                                      config=saved.model_dump(mode="json"))
+                info.extra["report_to"] = cfg.report_to  # evaluation logs into the same tracker
+                if cfg.report_to == "wandb":
+                    info.extra["wandb_id"] = run.tb.run_id
+                info.save(run_dir)
         D.barrier(dinfo)
         torch.manual_seed(cfg.seed)
         done = {s.index for s in info.steps if s.finished}

@@ -160,7 +160,7 @@ class StepTrainer:
         if run.tb is not None:
             for line in lines:
                 record = {k: v for k, v in json.loads(line).items() if k not in ("step", "label")}
-                run.tb.offset = self.tb_offset
+                run.tb.offset, run.tb.step_index = self.tb_offset, self.t
                 run.tb(record)
         set_rng_state(entry["rng"])
         if entry.get("data_path"):  # where the reused training read its batches
@@ -388,7 +388,7 @@ class StepTrainer:
             if self.log is not None:
                 self.log(record)
             if run.tb is not None and name != "trunk":
-                run.tb.offset = self.tb_offset
+                run.tb.offset, run.tb.step_index = self.tb_offset, self.t
                 run.tb(record)
 
         opts = LoopOptions(

@@ -263,3 +263,46 @@ def test_check_refuses_without_writing(tmp_path):
         check_reshard_request(spec, table, {"dedup": False})
     with pytest.raises(BuildError, match="unknown table format"):
         check_reshard_request(spec, str(tmp_path / "ts.jsonl"))
+
+
+def test_tar_members_are_what_tarfile_makes_and_reads(tmp_path):
+    import io
+
+    from ticlip.data.build.tar_stream import member, read_members
+
+    for name, data in [("k0.png", b"\x89PNG" * 33), ("a/b.txt", b""), ("x" * 100 + ".json", b"{}")]:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = len(data), 0, 0o444
+        expected = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape") + data + bytes(-len(data) % 512)
+        assert member(name, data) == expected
+    members = [("short.txt", b"abc"), ("l" * 120 + ".txt", b"long gnu name"), ("é" * 60 + ".json", b"{}")]
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+            for name, data in members:
+                if fmt == tarfile.USTAR_FORMAT:
+                    name = "dir/" * 30 + "s.txt"  # a ustar prefix
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            entry = tarfile.TarInfo("adir")
+            entry.type = tarfile.DIRTYPE
+            tar.addfile(entry)  # a directory entry: not a member
+        got = list(read_members(io.BytesIO(buf.getvalue())))
+        want = [("dir/" * 30 + "s.txt" if fmt == tarfile.USTAR_FORMAT else n, d) for n, d in members]
+        assert got == want
+    broken = bytearray(member("a.txt", b"x"))
+    broken[0] = ord("b")
+    with pytest.raises(tarfile.ReadError, match="checksum"):
+        list(read_members(io.BytesIO(bytes(broken))))
+    with pytest.raises(EOFError, match="truncated"):
+        list(read_members(io.BytesIO(member("a.txt", b"x" * 600)[:800])))
+
+
+@pytest.mark.parametrize("name", ["a.png", "dir/0001.seg.json", "x/.hidden", "x/.a.b", "noext", "a.b/c.txt", "a.b/c", ".x.y"])
+def test_member_names_split_as_webdataset_splits_them(name):
+    from webdataset.tariterators import base_plus_ext
+
+    from ticlip.data.build.reshard_map import split_name
+
+    assert split_name(name) == base_plus_ext(name)

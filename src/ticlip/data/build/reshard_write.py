@@ -1,7 +1,7 @@
 """The write stage of a reshard: one planned output shard → a tar of its samples' parts, in the
 planned order.
 
-The parts already hold every sample as finished tar members (``reshard_map.tar_member``), so writing
+The parts already hold every sample as finished tar members (``tar_stream.member``), so writing
 a shard is copying byte ranges and closing the archive: no decoding, no re-encoding, and the same
 bytes whatever worker writes it. Ranges are read in file order (fewer seeks), then written in the
 planned order; one shard's samples are held at a time.

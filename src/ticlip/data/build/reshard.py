@@ -40,13 +40,13 @@ from ticlip.data.build.builder import _assemble
 from ticlip.data.build.config import BuildConfig, BuildError
 from ticlip.data.build.engines import LocalEngine, make_engine
 from ticlip.data.build.progress import progress_bar
-from ticlip.data.build.reshard_map import MapOptions, map_shard, part_paths
+from ticlip.data.build.reshard_map import PART_DTYPE, MapOptions, map_shard, part_paths
 from ticlip.data.build.reshard_plan import plan_reshard
 from ticlip.data.build.reshard_write import write_output
 from ticlip.data.build.resume import BuildState, config_hash, identity
 from ticlip.data.build.rows import Counts
 from ticlip.data.build.shard_inputs import expand_shards
-from ticlip.data.build.uid_index import UidIndex, check_table, read_uid_index
+from ticlip.data.build.uid_index import UidIndex, check_table, read_uid_index, release_shared
 from ticlip.data.shards import shard_scheme
 from ticlip.data.stream import MANIFEST_NAME, TimeStream
 
@@ -162,11 +162,12 @@ def _reshard(request: ReshardRequest, out: str, name: str, engine, progress: boo
     finally:
         bar.close()
 
+    release_shared()  # this process's copy of the index, if it ran map jobs itself
     markers = [_read_json(part_paths(parts_dir, i)[2]) for i in range(len(request.shards))]
-    parts = [np.load(part_paths(parts_dir, i)[1]) for i in range(len(request.shards))]
+    rows, shard_of_rows = _load_parts(parts_dir, markers)
     warnings: list[str] = []
-    plan = plan_reshard(parts, period_names, config, warnings)
-    del parts
+    plan = plan_reshard(rows, shard_of_rows, period_names, config, warnings)
+    del rows, shard_of_rows
     if not plan.steps:
         skipped = sum((Counter(m["skipped"]) for m in markers), Counter())
         raise BuildError(f"no pairs left to build a stream from: {sum(m['samples'] for m in markers)} samples "
@@ -246,6 +247,21 @@ def _manifest(plan, markers: list[dict], table_stats: dict, config: BuildConfig,
     stream.provenance["reshard"] = {"input_shards": len(markers), "unreadable_shards": unreadable[:20],
                                     "table": table_stats}
     return stream
+
+
+def _load_parts(parts_dir: str, markers: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Every part's rows in one array (filled part by part: never two copies) and their shard numbers."""
+    sizes = [m["kept"] for m in markers]
+    rows = np.zeros(sum(sizes), dtype=PART_DTYPE)
+    at = 0
+    for i, size in enumerate(sizes):
+        part = np.load(part_paths(parts_dir, i)[1])
+        if len(part) != size:
+            raise BuildError(f"{part_paths(parts_dir, i)[1]} holds {len(part)} rows, its marker says {size}; "
+                             "re-run with --overwrite")
+        rows[at:at + size] = part
+        at += size
+    return rows, np.repeat(np.arange(len(sizes), dtype=np.int32), sizes)
 
 
 def _part_done(parts_dir: str, shard: int) -> bool:

@@ -1,4 +1,4 @@
-"""The merge plan of a reshard: every part's index → steps, each with its seeded order and its eval,
+"""The merge plan of a reshard: all parts' indexes → steps, each with its seeded order and its eval,
 validation and train shards (pure: reads and writes nothing).
 
 The same rules as the table builder's ``plan`` (``ticlip.data.build.plan``) on compact arrays instead
@@ -76,18 +76,12 @@ def step_seed(seed: int, label: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}/{label}".encode("utf-8"), digest_size=8).digest(), "little")
 
 
-def plan_reshard(parts: list[np.ndarray], period_names: list[str], config: BuildConfig,
+def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], config: BuildConfig,
                  warnings: list[str]) -> ReshardPlan:
-    """The plan of ``parts`` (``reshard_map.PART_DTYPE`` arrays, one per input shard, in input order)."""
-    sizes = [len(p) for p in parts]
-    n = sum(sizes)
-    shard = np.repeat(np.arange(len(parts), dtype=np.int32), sizes)
-    cat = np.concatenate(parts) if parts else np.zeros(0, dtype=[("hash", "S16")])
-
-    def col(name, dtype):
-        return cat[name] if n else np.zeros(0, dtype=dtype)
-
-    time, period, pos = col("time", np.int64), col("period", np.int32), col("pos", np.int32)
+    """The plan of the parts' rows ``cat`` (``reshard_map.PART_DTYPE``, the parts one after the other in
+    input order) whose input shard numbers are ``shard``."""
+    n = len(cat)
+    time, period, pos = cat["time"], cat["period"], cat["pos"]
     order = np.lexsort((pos, shard, time))
     dropped = 0
     if config.step_ends:
@@ -96,7 +90,7 @@ def plan_reshard(parts: list[np.ndarray], period_names: list[str], config: Build
         keep = in_range[period[order]] if n else np.zeros(0, dtype=bool)
         dropped = int(n - keep.sum())
         order = order[keep]
-    hashes = col("hash", "S16")[order]
+    hashes = cat["hash"][order]
     _, first = np.unique(hashes, return_index=True)  # stable: the first of each uid in time order
     del hashes
     duplicates = int(len(order) - len(first))
@@ -118,9 +112,8 @@ def plan_reshard(parts: list[np.ndarray], period_names: list[str], config: Build
     bounds = np.searchsorted(steps_of_rows[by_step], np.arange(len(plans) + 1))
 
     source = np.zeros(n, dtype=SOURCE_DTYPE)
-    if n:
-        source["shard"], source["offset"], source["length"] = shard, cat["offset"], cat["length"]
-    del cat, shard, time, pos
+    source["shard"], source["offset"], source["length"] = shard, cat["offset"], cat["length"]
+    del time, pos
     steps = []
     for i, sp in enumerate(plans):
         rows = order[by_step[bounds[i]:bounds[i + 1]]]

@@ -102,6 +102,12 @@ def load_shared(directory: str) -> UidIndex:
         return _LOADED[key]
 
 
+def release_shared() -> None:
+    """Forget the index ``load_shared`` loaded in this process (its pages leave memory)."""
+    with _LOCK:
+        _LOADED.clear()
+
+
 # ---------------------------------------------------------------------------- reading the table
 def table_kind(path: str) -> str | None:
     return TABLE_FORMATS.get(os.path.splitext(str(path))[1].lower())
@@ -224,4 +230,4 @@ def _parse_values(values: list, granularity: str, period_ids: dict[str, int]) ->
 
 
 __all__ = ["BAD_TIMESTAMP", "OUT_OF_RANGE", "PERIOD_REASONS", "UidIndex", "check_table", "hash_uids",
-           "load_shared", "read_uid_index", "uid_hash"]
+           "load_shared", "read_uid_index", "release_shared", "uid_hash"]

@@ -5,7 +5,7 @@ For each size (default 100k and 1M pairs) it writes the input (not timed: one ti
 caption and a ``.json`` with the uid per sample, 10,000 samples a shard, years 2010-2019), then runs
 the reshard in a fresh subprocess and prints pairs/s per core, by the wall clock and by the CPU time
 the reshard used (goal >= 20,000; on a shared machine the CPU time is the fair measure), and that process's
-peak RSS (``resource.getrusage``: itself and, with --workers > 1, its largest worker), then the ratio
+peak RSS (``VmHWM``; with --workers > 1 also its largest worker's, ``getrusage``), then the ratio
 of the peak RSS at the largest size to the smallest (goal <= 1.2).
 
     python benchmarks/bench_reshard.py [--sizes 100000,1000000] [--workers 1] [--engine local|dask] [--dir D]
@@ -28,9 +28,13 @@ PER_SHARD = 10_000
 
 _RUN = r"""
 import json, resource, sys, time
-t_import = time.perf_counter()
+
+def hwm_mib():  # this process's peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
+
 import ticlip.data.build.reshard  # imports (torch comes with ticlip.data.stream) are not timed
-base_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base_mib = hwm_mib()
 from ticlip.data.build.reshard import check_reshard_request, reshard_stream
 spec, table, out, engine, workers = sys.argv[1:6]
 t0 = time.perf_counter()
@@ -40,7 +44,7 @@ elapsed = time.perf_counter() - t0
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "input_rows": stream.provenance["counts"]["input_rows"],
-                  "rss_mib": me.ru_maxrss / 1024, "import_rss_mib": base_mib, "worker_rss_mib": kids.ru_maxrss / 1024}))
+                  "rss_mib": hwm_mib(), "import_rss_mib": base_mib, "worker_rss_mib": kids.ru_maxrss / 1024}))
 """
 
 
@@ -76,6 +80,9 @@ def make_input(root: str, n: int) -> tuple[str, str]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--make-input"]:
+        make_input(sys.argv[2], int(sys.argv[3]))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated pair counts")
     ap.add_argument("--workers", type=int, default=1, help="cores the reshard uses (1: in one process)")
@@ -90,7 +97,8 @@ def main() -> int:
             if not os.path.exists(os.path.join(work, "timestamps.parquet")):
                 t = time.perf_counter()
                 shutil.rmtree(work, ignore_errors=True)
-                make_input(work, n)
+                # in a child process, so that this one stays small (a forked child starts with its RSS)
+                subprocess.run([sys.executable, __file__, "--make-input", work, str(n)], check=True)
                 print(f"{n} pairs: input written in {time.perf_counter() - t:.1f} s (not timed)", flush=True)
             spec = os.path.join(work, "in", "{00000..%05d}.tar" % ((n + PER_SHARD - 1) // PER_SHARD - 1))
             out = os.path.join(work, "out")
@@ -103,13 +111,13 @@ def main() -> int:
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             rate = r["input_rows"] / r["seconds"] / args.workers
             cpu_rate = r["input_rows"] / r["cpu_seconds"]
-            peak = max(r["rss_mib"], r["worker_rss_mib"])
+            peak = max(r["rss_mib"], r["worker_rss_mib"]) if args.workers > 1 else r["rss_mib"]
             results.append((n, rate, peak))
             print(f"{n} pairs: {r['seconds']:.1f} s wall, {rate:,.0f} pairs/s per core on {args.workers} core(s); "
                   f"{r['cpu_seconds']:.1f} CPU s, {cpu_rate:,.0f} pairs per CPU second "
                   f"(goal {GOAL_PAIRS_PER_S_PER_CORE:,}: {'met' if cpu_rate >= GOAL_PAIRS_PER_S_PER_CORE else 'NOT met'}); "
-                  f"peak RSS {r['rss_mib']:.0f} MiB ({r['import_rss_mib']:.0f} MiB after the imports), "
-                  f"workers' {r['worker_rss_mib']:.0f} MiB", flush=True)
+                  f"peak RSS {r['rss_mib']:.0f} MiB ({r['import_rss_mib']:.0f} MiB after the imports)"
+                  + (f", workers' {r['worker_rss_mib']:.0f} MiB" if args.workers > 1 else ""), flush=True)
             shutil.rmtree(out, ignore_errors=True)
         if len(results) > 1:
             ratio = results[-1][2] / results[0][2]

@@ -102,7 +102,8 @@ def test_every_sample_is_counted_under_its_reason(tmp_path):
         f.write(open(tmp_path / "in" / "a.tar", "rb").read()[:3 * 1024 + 512 + 30])  # 1024 bytes a member
     rows = [(f"g{i}", 2015 + i % 2) for i in range(8)] + [("badtime", "soon"), ("future", 3100), ("keyuid", 2016),
                                                           ("short", 2016), ("g1x", 2016), ("g0x", 2016)]
-    table = write_table(str(tmp_path / "ts.csv"), rows + [("g3", 2011)])  # a uid twice: the earliest time
+    table = write_table(str(tmp_path / "ts.csv"), rows + [("g3", 2011), ("", 2012), ("x", 2013, "extra cell")])
+    # g3 twice: the earliest time; a row without uid and a malformed row are counted and left out
     stream = reshard_stream(check_reshard_request(str(tmp_path / "in"), table,
                                                   {**SMALL, "eval_size": 1, "min_caption_words": 2}),
                             tmp_path / "out", progress=False)
@@ -114,7 +115,8 @@ def test_every_sample_is_counted_under_its_reason(tmp_path):
     assert c["source_skipped"] == {"unreadable_shard": 1}
     assert c["input_rows"] == 13 + 4 + 1  # c.tar: one whole sample before the cut
     assert stream.labels == ["2011", "2015", "2016"]  # g3 from the table's earlier row
-    assert stream.provenance["reshard"]["table"] == {"table_rows": 15, "rows_without_uid": 0, "duplicate_uids": 1}
+    assert stream.provenance["reshard"]["table"] == {"table_rows": 16, "rows_without_uid": 1, "duplicate_uids": 1,
+                                                      "malformed_rows": 1}
     ok, line = count_check(stream)
     assert ok, line
     keys = {k for st in stream.steps for _, ss in st.shard_sets() for rel in ss.shards

@@ -8,8 +8,8 @@ index of millions of rows stays small and is shared by worker processes through 
 Timestamps are parsed by ``ticlip.data.timestamps.parse_timestamp`` (the builder's parser), once per
 distinct value of a batch; a row whose timestamp does not parse or is out of range keeps its uid with
 the reason (``BAD_TIMESTAMP``, ``OUT_OF_RANGE``), so that samples with that uid are counted under
-it. Rows without a uid are counted and left out; a uid on several rows keeps its earliest valid time
-(counted as ``duplicate_uids``).
+it. Rows without a uid, and CSV rows with the wrong number of cells (``malformed_rows``), are counted
+and left out; a uid on several rows keeps its earliest valid time (counted as ``duplicate_uids``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class UidIndex:
     times: np.ndarray  # int64 µs since 1970
     periods: np.ndarray  # int32: index into period_names, or BAD_TIMESTAMP / OUT_OF_RANGE
     period_names: list[str]
-    stats: dict = field(default_factory=dict)  # table_rows, rows_without_uid, duplicate_uids
+    stats: dict = field(default_factory=dict)  # table_rows, rows_without_uid, duplicate_uids[, malformed_rows]
 
     def lookup(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(found, time, period id) for each 16-byte hash in ``queries`` (time/period are 0 where not found)."""
@@ -143,8 +143,9 @@ def _columns(path: str, kind: str) -> list[str]:
         raise BuildError(f"--timestamps {path}: not a readable {kind} table: {str(e).splitlines()[0][:120]}") from None
 
 
-def _batches(path: str, kind: str, uid_col: str, timestamp_col: str):
-    """(uids, timestamps) pyarrow arrays per batch."""
+def _batches(path: str, kind: str, uid_col: str, timestamp_col: str, malformed: list):
+    """(uids, timestamps) pyarrow arrays per batch; CSV rows with too many or too few cells are
+    counted in ``malformed`` (one item each) and left out."""
     import pyarrow as pa
 
     if kind == "parquet":
@@ -158,7 +159,8 @@ def _batches(path: str, kind: str, uid_col: str, timestamp_col: str):
     strings = {uid_col: pa.string(), timestamp_col: pa.string()}  # nothing guessed by the CSV reader
     reader = pcsv.open_csv(
         path, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
-        parse_options=pcsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True),
+        parse_options=pcsv.ParseOptions(delimiter="\t" if kind == "tsv" else ",", newlines_in_values=True,
+                                        invalid_row_handler=lambda row: (malformed.append(row.number), "skip")[1]),
         convert_options=pcsv.ConvertOptions(column_types=strings, include_columns=[uid_col, timestamp_col],
                                             strings_can_be_null=True))
     for batch in reader:
@@ -174,8 +176,9 @@ def read_uid_index(path: str, uid_col: str, timestamp_col: str, granularity: str
     period_ids: dict[str, int] = {}
     parts_h, parts_t, parts_p = [], [], []
     rows = without_uid = 0
+    malformed: list = []
     try:
-        for uids, stamps in _batches(path, table_kind(path), uid_col, timestamp_col):
+        for uids, stamps in _batches(path, table_kind(path), uid_col, timestamp_col, malformed):
             rows += len(uids)
             valid = pc.and_(pc.is_valid(uids), pc.not_equal(pc.cast(uids, pa.string()), ""))
             valid = valid.fill_null(False)
@@ -193,6 +196,7 @@ def read_uid_index(path: str, uid_col: str, timestamp_col: str, granularity: str
         raise
     except Exception as e:  # pyarrow: a malformed row or file part
         raise BuildError(f"--timestamps {path}: not a readable table: {str(e).splitlines()[0][:160]}") from None
+    pa.default_memory_pool().release_unused()  # the batches are gone: hand their memory back
     hashes = np.concatenate(parts_h) if parts_h else np.zeros(0, dtype="S16")
     times = np.concatenate(parts_t) if parts_t else np.zeros(0, dtype=np.int64)
     periods = np.concatenate(parts_p) if parts_p else np.zeros(0, dtype=np.int32)
@@ -208,6 +212,8 @@ def read_uid_index(path: str, uid_col: str, timestamp_col: str, granularity: str
     first = np.ones(len(hashes), dtype=bool)
     first[1:] = hashes[1:] != hashes[:-1]
     stats = {"table_rows": int(rows), "rows_without_uid": int(without_uid), "duplicate_uids": int((~first).sum())}
+    if malformed:
+        stats["malformed_rows"] = len(malformed)
     return UidIndex(hashes[first], times[first], periods[first].astype(np.int32), names, stats)
 
 

@@ -35,6 +35,8 @@ def hwm_mib():  # this process's peak RSS (VmHWM: unlike ru_maxrss, not inherite
 
 import ticlip.data.build.reshard  # imports (torch comes with ticlip.data.stream) are not timed
 base_mib = hwm_mib()
+start = resource.getrusage(resource.RUSAGE_SELF)
+cpu0 = start.ru_utime + start.ru_stime  # the imports' CPU time is not the reshard's
 from ticlip.data.build.reshard import check_reshard_request, reshard_stream
 spec, table, out, engine, workers = sys.argv[1:6]
 t0 = time.perf_counter()
@@ -42,7 +44,7 @@ request = check_reshard_request(spec, table, {"eval_size": 1000, "shard_size": 1
 stream = reshard_stream(request, out, engine=engine, workers=int(workers), progress=False)
 elapsed = time.perf_counter() - t0
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - cpu0
 print(json.dumps({"seconds": elapsed, "cpu_seconds": cpu, "input_rows": stream.provenance["counts"]["input_rows"],
                   "rss_mib": hwm_mib(), "import_rss_mib": base_mib, "worker_rss_mib": kids.ru_maxrss / 1024}))
 """

@@ -4,10 +4,11 @@ validation and train shards (pure: reads and writes nothing).
 The same rules as the table builder's ``plan`` (``ticlip.data.build.plan``) on compact arrays instead
 of one Python object per pair, so that millions of pairs plan in a few hundred MB:
 
-1. all kept samples in time order, ties by input order (input shard number, then position in it):
-   the order is a function of the parts alone, never of which worker wrote which part when;
+1. all kept samples in time order, ties by uid (its hash), then input order (input shard number, then
+   position in it): the order is a function of the parts alone, never of which worker wrote which
+   part when, and the samples of one uid are side by side;
 2. samples after the last of ``step_ends`` are dropped (``dropped_out_of_range``);
-3. a uid seen again (the same uid in two samples) is a duplicate: the first in that order is kept;
+3. a uid seen again (the same uid in two samples) is a duplicate: the first in input order is kept;
 4. periods → steps with ``plan_steps`` (``aggregate_until``, ``step_ends``);
 5. per step, a seeded permutation (NumPy's PCG64 seeded with a hash of ``"{seed}/{label}"``): its first
    ``eval_count`` samples are the eval set, the next ``validation_count`` the validation set, the rest
@@ -30,6 +31,7 @@ from ticlip.data.build.plan import eval_count, validation_count
 from ticlip.data.stream import VALIDATION
 from ticlip.data.timestamps import normalize_period, plan_steps
 
+_CHUNK = 1 << 16
 SOURCE_DTYPE = np.dtype([("shard", "<i4"), ("offset", "<i8"), ("length", "<i8")])  # where a sample's bytes are
 
 
@@ -81,8 +83,8 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
     """The plan of the parts' rows ``cat`` (``reshard_map.PART_DTYPE``, the parts one after the other in
     input order) whose input shard numbers are ``shard``."""
     n = len(cat)
-    time, period, pos = cat["time"], cat["period"], cat["pos"]
-    order = np.lexsort((pos, shard, time))
+    time, period, pos, hashes = cat["time"], cat["period"], cat["pos"], cat["hash"]
+    order = np.lexsort((pos, shard, hashes, time))  # the samples of one uid (one time) end up side by side
     dropped = 0
     if config.step_ends:
         last = normalize_period(config.step_ends[-1], config.granularity)
@@ -90,11 +92,13 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
         keep = in_range[period[order]] if n else np.zeros(0, dtype=bool)
         dropped = int(n - keep.sum())
         order = order[keep]
-    hashes = cat["hash"][order]
-    _, first = np.unique(hashes, return_index=True)  # stable: the first of each uid in time order
-    del hashes
-    duplicates = int(len(order) - len(first))
-    order = order[np.sort(first)]
+    first = np.ones(len(order), dtype=bool)  # the first of each uid: in input order, as it sorts first
+    for a in range(1, len(order), _CHUNK):  # compared in chunks: no copy of every hash
+        b = min(len(order), a + _CHUNK)
+        first[a:b] = hashes[order[a:b]] != hashes[order[a - 1:b - 1]]
+    duplicates = int(len(order) - first.sum())
+    order = order[first]
+    del first
 
     present = [period_names[i] for i in np.unique(period[order])]
     plans, mapping = plan_steps(present, config.granularity, aggregate_until=config.aggregate_until,
@@ -106,14 +110,17 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
         empty = [p.label for p in expected if p.label not in covered]
         if empty:
             warnings.append(f"no data for step(s) {', '.join(empty)}: left out of the stream")
-    step_of = np.array([mapping.get(p, -1) for p in period_names], dtype=np.int64)
-    steps_of_rows = step_of[period[order]] if len(order) else np.zeros(0, dtype=np.int64)
+    step_of = np.array([mapping.get(p, -1) for p in period_names], dtype=np.int32)
+    steps_of_rows = step_of[period[order]] if len(order) else np.zeros(0, dtype=np.int32)
     by_step = np.argsort(steps_of_rows, kind="stable")  # time order within each step
     bounds = np.searchsorted(steps_of_rows[by_step], np.arange(len(plans) + 1))
 
-    source = np.zeros(n, dtype=SOURCE_DTYPE)
-    source["shard"], source["offset"], source["length"] = shard, cat["offset"], cat["length"]
-    del time, pos
+    del time, pos, steps_of_rows
+
+    def source(idx: np.ndarray) -> np.ndarray:
+        out = np.empty(len(idx), dtype=SOURCE_DTYPE)
+        out["shard"], out["offset"], out["length"] = shard[idx], cat["offset"][idx], cat["length"][idx]
+        return out
     steps = []
     for i, sp in enumerate(plans):
         rows = order[by_step[bounds[i]:bounds[i + 1]]]
@@ -129,7 +136,7 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
         for kind, prefix, part in pieces:
             for j in range(0, len(part), config.shard_size):
                 shards.append(OutputShard(shard_rel(i, prefix, j // config.shard_size), kind,
-                                          source[part[j:j + config.shard_size]]))
+                                          source(part[j:j + config.shard_size])))
         steps.append(ReshardStep(i, sp.label, sp.start, sp.end, list(sp.periods), eval_n, validation_n,
                                  count - eval_n - validation_n, shards))
     return ReshardPlan(steps, n, duplicates, dropped)

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     t.add_argument("--eval-per-class", type=int, help="eval pairs per class of an adaptation task (default 10)")
     t.add_argument("--checkpoint", help="--order difficulty: the initial model's checkpoint")
     t.add_argument("--model", help="--order difficulty: the checkpoint's model name")
+    from ticlip.data.reshard_cli import add_reshard_arguments
+
+    add_reshard_arguments(b)
     b.add_argument("--overwrite", action="store_true", help="replace a different earlier build in OUT")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=cmd_build)
@@ -171,6 +174,10 @@ def _tic_format_source(args) -> tuple[str, dict]:
 
 
 def cmd_build(args) -> int:
+    if getattr(args, "timestamps", None):  # existing shards + a uid -> timestamp table (ticlip.data.reshard_cli)
+        from ticlip.data.reshard_cli import cmd_reshard
+
+        return cmd_reshard(args, build_settings_from_args(args))
     if getattr(args, "tic_format", None) is None and _is_task_source(args):
         return _task_build(args)
     source, options = _tic_format_source(args)

@@ -142,6 +142,18 @@ def test_lerp_is_a_running_ema_deployed_and_recorded():
     assert out[0][1]["coefficients"] == {} and facts["merged_steps"] == ["0", "1"]
 
 
+@pytest.mark.parametrize("method, params", [("merge", {"operator": "lerp", "alpha": 0.25}),
+                                             ("ema-merge", {"alpha": 0.25})])
+def test_merge_initial_makes_the_initial_weights_the_first_merge(method, params):
+    """A pretrained start (FoMo-in-Flux): M_{-1} = the run's initial weights, so step 0 is merged too."""
+    base, th = states()
+    out = run_steps(get_method(method, merge_initial=True, **params), Tiny(), base, th)
+    m0 = ops.lerp(base, th[0], 0.25)
+    assert same(out[0][0], m0) and same(out[1][0], ops.lerp(m0, th[1], 0.25))
+    off = run_steps(get_method(method, **params), Tiny(), base, th)
+    assert same(off[0][0], th[0])  # the default (from scratch, TiC-CLIP's Patching): step 0 is not merged
+
+
 @pytest.mark.parametrize("operator, params, expected", [
     ("task-arithmetic", {"scaling": 0.5}, lambda b, m, t: ops.task_arithmetic(b, [m, t], 0.5)),
     ("ties", {"top_k": 0.5}, lambda b, m, t: ops.ties(b, [m, t], 0.5, 1.0)),

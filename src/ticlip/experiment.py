@@ -89,6 +89,11 @@ class ExperimentConfig(Schema):
     sweep: dict[str, list] = Field(default_factory=dict, description="TrainConfig key -> values to sweep")
     eval: dict[str, Any] = Field(default_factory=dict, description="evaluation settings (EvalConfig keys); "
                                                                    "enabled: false skips evaluation")
+    pools: list[StreamSpec] = Field(default_factory=list, description="other streams the methods read (e.g. a "
+                                    "mixture's pool_stream): each is built like 'stream' when it is missing")
+    start: dict[str, Any] | None = Field(None, description="make the pretrained start when train.init does not exist "
+                                         "yet: `ticlip model make-start` settings (pool, max_pairs, views, steps, "
+                                         "batch_size, lr, seed) written to train.init (docs/PRETRAINED.md)")
     report: bool = Field(True, description="write report.html over the experiment's runs")
     logs: str = Field("runs", description="where experiments are written")
     parallel: int = Field(1, ge=1, description="training processes at once")
@@ -97,6 +102,11 @@ class ExperimentConfig(Schema):
     @classmethod
     def _stream_path_only(cls, value):
         return {"path": value, "source": None} if isinstance(value, str) else value
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pool_paths_only(cls, value):
+        return [{"path": v, "source": None} if isinstance(v, str) else v for v in _as_list(value or [])]
 
     @field_validator("methods", "seeds", mode="before")
     @classmethod
@@ -259,12 +269,13 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
     from ticlip.methods import check_method_params, list_methods
     from ticlip.models import check_init_checkpoint, is_hub_checkpoint, model_config
 
-    if not _stream_exists(exp.stream):
-        if not exp.stream.source:
-            raise ConfigError(f"{source}: no stream at {exp.stream.path} and no 'stream.source' to build it from")
-        from ticlip.data.build import check_build_request
+    for where, spec in [("stream", exp.stream)] + [(f"pools[{i}]", p) for i, p in enumerate(exp.pools)]:
+        if not _stream_exists(spec):
+            if not spec.source:
+                raise ConfigError(f"{source}: no stream at {spec.path} and no '{where}.source' to build it from")
+            from ticlip.data.build import check_build_request
 
-        check_build_request(exp.stream.source, exp.stream.build, exp.stream.options, where=f"{source}: stream")
+            check_build_request(spec.source, spec.build, spec.options, where=f"{source}: {where}")
     known = list_methods()
     clash = [v for v in exp.variants if v in known]
     if clash:
@@ -287,7 +298,10 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
             model_config(model)
         except TiclipError as e:
             raise ConfigError(f"{source}: train.model: {e}") from None
+    start = start_config(exp, runs, source)
     for init, model in sorted({(r.config.init, r.config.model) for r in runs if r.config.init}):
+        if start is not None and init == start.out and not os.path.exists(init):
+            continue  # made by the experiment before anything trains, and checked then
         if not os.path.exists(init) and not is_hub_checkpoint(init):
             raise ConfigError(f"{source}: train.init: checkpoint {init} does not exist")
         try:  # loads (weights only) and fits the model: before the stream is built or anything trains
@@ -299,6 +313,45 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
     if _stream_exists(exp.stream):
         check_runs(runs, ensure_stream(exp.stream, log=lambda s: None), source)
     return runs
+
+
+def start_config(exp: ExperimentConfig, runs: list["PlannedRun"], source: str = "experiment"):
+    """The experiment's ``start`` section as a ``ticlip.pretrained.StartConfig`` writing to the runs' one
+    train.init (None without a start section); refused in one line when it cannot be made."""
+    if exp.start is None:
+        return None
+    from ticlip.pretrained import START_MODEL, StartConfig, check_start_config
+
+    inits = sorted({r.config.init or "" for r in runs})
+    if len(inits) != 1 or not inits[0]:
+        raise ConfigError(f"{source}: start: needs one train.init for every run (the checkpoint it writes); got "
+                          f"{', '.join(repr(i) for i in inits) or 'none'}")
+    models = sorted({r.config.model for r in runs})
+    if models != [START_MODEL]:
+        raise ConfigError(f"{source}: start: makes model {START_MODEL}, but train.model is {', '.join(models)}: "
+                          f"set train.model: {START_MODEL}")
+    if "out" in exp.start:
+        raise ConfigError(f"{source}: start.out: the start is written to train.init ({inits[0]}); drop start.out")
+    cfg = StartConfig.load(dict(exp.start, out=inits[0]), source=f"{source}: start")
+    try:
+        check_start_config(cfg)
+    except TiclipError as e:
+        raise ConfigError(f"{source}: start: {e}") from None
+    return cfg
+
+
+def ensure_start(exp: ExperimentConfig, runs: list["PlannedRun"], source: str, log: Callable[[str], None]) -> None:
+    """Make the pretrained start when the experiment asks for one and train.init does not exist yet,
+    then check it fits the model (as validation does for an existing train.init)."""
+    cfg = start_config(exp, runs, source)
+    if cfg is None or os.path.exists(cfg.out):
+        return
+    from ticlip.models import check_init_checkpoint
+    from ticlip.pretrained import make_start
+
+    log(f"making the pretrained start {cfg.out} (ticlip model make-start) ...")
+    make_start(cfg, log=log)
+    check_init_checkpoint(cfg.out, runs[0].config.model)
 
 
 def check_runs(runs: list["PlannedRun"], stream, source: str = "experiment") -> None:
@@ -501,6 +554,9 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
     built = not _stream_exists(exp.stream)
     stream = ensure_stream(exp.stream, log)
+    for pool in exp.pools:
+        ensure_stream(pool, log)
+    ensure_start(exp, runs, source, log)
     if built:  # the runs could not be checked against a stream that did not exist yet
         check_runs(runs, stream, source)
     os.makedirs(exp.out_dir, exist_ok=True)

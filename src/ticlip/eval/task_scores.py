@@ -22,10 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ticlip.eval.tasks import TaskSpec
+from ticlip.eval.tasks import HELD_OUT_PREFIX, TaskSpec
 
 TASK_ACCURACY = "task-accuracy"  # the dynamic task of adaptation tasks (tasklist.yaml)
-HELD_OUT_PREFIX = "held-out:"
 
 
 def held_out_specs(stream) -> dict[str, TaskSpec]:

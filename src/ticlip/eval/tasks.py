@@ -111,10 +111,15 @@ def load_tasks(task_file: str | None = None) -> dict[str, TaskSpec]:
     return tasks
 
 
+HELD_OUT = "held-out"  # every held-out task of a task stream (ticlip.eval.task_scores)
+HELD_OUT_PREFIX = HELD_OUT + ":"
+
+
 def select_tasks(tasks: dict[str, TaskSpec], names: list[str] | None) -> list[TaskSpec]:
     """Tasks by name (``None``: every ``default`` task), in table order; unknown names are an error.
 
-    ``"dynamic"`` and ``"static"`` stand for all default tasks of that group.
+    ``"dynamic"`` and ``"static"`` stand for all default tasks of that group; ``"held-out"`` for a task
+    stream's held-out tasks (``held-out:<task>``, added to the table from the stream; none otherwise).
     """
     if not names:
         return [t for t in tasks.values() if t.default]
@@ -122,10 +127,13 @@ def select_tasks(tasks: dict[str, TaskSpec], names: list[str] | None) -> list[Ta
     for n in names:
         if n in ("dynamic", "static"):
             group = [t.name for t in tasks.values() if t.default and t.dynamic == (n == "dynamic")]
+        elif n == HELD_OUT:
+            group = [t.name for t in tasks.values() if t.name.startswith(HELD_OUT_PREFIX)]
         elif n in tasks:
             group = [n]
         else:
-            raise TaskError(f"unknown task {n!r}; known tasks: {', '.join(tasks)} (or 'dynamic', 'static')")
+            raise TaskError(f"unknown task {n!r}; known tasks: {', '.join(tasks)} (or 'dynamic', 'static', "
+                            f"'held-out')")
         chosen += [g for g in group if g not in chosen]
     return [tasks[n] for n in tasks if n in chosen]
 

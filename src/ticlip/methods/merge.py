@@ -67,6 +67,11 @@ def cpu_copy(state) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+MERGE_INITIAL_HELP = ("M_{-1} = the run's initial weights: step 0's model is merged with them too (a pretrained "
+                      "start, FoMo-in-Flux's setting); false: step 0 deploys what it trained (training from "
+                      "scratch, TiC-CLIP's Patching)")
+
+
 class MergeParams(Schema):
     operator: Literal["lerp", "slerp", "task-arithmetic", "ties", "dare-ties", "average"] = Field(
         "lerp", description="merge operator: lerp (EMA; alias ema), slerp, task-arithmetic, ties, dare-ties, "
@@ -86,6 +91,7 @@ class MergeParams(Schema):
         "initial weights), deployed (= what deploy names)")
     deploy: Literal["trained", "merge"] = Field("merge", description="what step t saves and is evaluated on: "
                                                 "merge or trained")
+    merge_initial: bool = Field(False, description=MERGE_INITIAL_HELP)
 
     _split = field_validator("weights", mode="before")(float_list)
 
@@ -139,6 +145,7 @@ class Merge(Sequential):
         self.alpha = p.get("alpha", 0.5)
         self.scaling, self.top_k, self.drop_rate = p.get("scaling"), p.get("top_k"), p.get("drop_rate")
         self.seed, self.weights = p.get("seed", 0), tuple(p.get("weights") or ())
+        self.merge_initial = bool(p.get("merge_initial", False))
         self._reset_state()
 
     def _reset_state(self) -> None:
@@ -183,6 +190,8 @@ class Merge(Sequential):
                             "weights this step starts from as the base", self.name, t)
             self._base = cpu_copy(ctx.model)
         if t == 0:
+            if self.merge_initial:
+                self._merged = cpu_copy(ctx.model)  # M_{-1}: the initial weights (the pretrained start)
             return
         if (self.train_from == "merge" and self.deploy == "merge") or self._merged is None:
             # the step starts from the deployed merge: it is M_{t-1} (also what an older state called "prev")
@@ -207,7 +216,7 @@ class Merge(Sequential):
             merged, facts["coefficients"] = self._average(ctx, trained)
         else:
             self._weights_seen.append((label, 1.0))
-            if t == 0 or self._merged is None:
+            if (t == 0 and not self.merge_initial) or self._merged is None:
                 merged, facts["coefficients"] = trained, {}
                 facts["note"] = "nothing to merge yet: the merge is the trained model"
             else:

@@ -25,7 +25,7 @@ import logging
 
 from ticlip.errors import TiclipError
 from ticlip.methods.base import MethodContext, StepCost
-from ticlip.methods.merge import Merge
+from ticlip.methods.merge import MERGE_INITIAL_HELP, Merge
 from ticlip.methods.merge_ops import lerp
 from ticlip.methods.params import float_list
 from ticlip.schema import Field, Schema, field_validator
@@ -139,11 +139,12 @@ class _Interpolating(Merge):
         return best, scores, len(self.alphas) * tuned_on["pairs"], tuned_on
 
     def merge_step(self, ctx: MethodContext, trained: dict) -> tuple[dict, dict, StepCost]:
-        """M_t = lerp(M_{t-1}, θ_t, α), α fixed or searched; step 0 is not patched. The state keeps
+        """M_t = lerp(M_{t-1}, θ_t, α), α fixed or searched; step 0 is not patched (unless merge_initial:
+        M_{-1} is then the run's initial weights). The state keeps
         M_{t-1} (the weights the step started from, as before the family): the next step starts from
         M_t, the deployed checkpoint, and ``begin_step`` takes it from there."""
         prev = self._merged
-        if ctx.step == 0 or prev is None:
+        if (ctx.step == 0 and not self.merge_initial) or prev is None:
             return trained, {"alpha": 1.0}, StepCost()
         if not self.searches:
             merged = interpolate(prev, trained, self.alphas[0])
@@ -189,6 +190,7 @@ class EmaMerge(_Interpolating):
 
     class Params(Schema):
         alpha: float = Field(0.5, ge=0, le=1, description="weight α of the new model in the merge")
+        merge_initial: bool = Field(False, description=MERGE_INITIAL_HELP)
 
     def __init__(self, **params):
         super().__init__(**params)

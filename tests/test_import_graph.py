@@ -137,7 +137,8 @@ ALLOWED = {
     "ticlip.train": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
                             "ticlip.run_layout", "ticlip.cli", "ticlip.loggers"},
     "ticlip.experiment": BASE | {"ticlip.config", "ticlip.data", "ticlip.methods", "ticlip.eval", "ticlip.models",
-                                 "ticlip.run_layout", "ticlip.train", "ticlip.report", "ticlip.progress"},
+                                 "ticlip.run_layout", "ticlip.train", "ticlip.report", "ticlip.progress",
+                                 "ticlip.pretrained"},  # an experiment makes its pretrained start (start:)
     "ticlip.experiment_cli": BASE | {"ticlip.experiment", "ticlip.report", "ticlip.run_layout"},
     "ticlip.pretrained": BASE | {"ticlip.models", "ticlip.data"},
     "ticlip.pretrained_cli": BASE | {"ticlip.pretrained"},

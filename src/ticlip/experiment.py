@@ -310,7 +310,7 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
             raise ConfigError(f"{source}: train.init: {e}") from None
     if exp.eval_enabled:
         eval_config(exp, source)
-    if _stream_exists(exp.stream):
+    if all(_stream_exists(spec) for spec in [exp.stream, *exp.pools]):  # else checked once they are built
         check_runs(runs, ensure_stream(exp.stream, log=lambda s: None), source)
     return runs
 
@@ -552,13 +552,13 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
-    built = not _stream_exists(exp.stream)
+    built = not all(_stream_exists(spec) for spec in [exp.stream, *exp.pools])
     stream = ensure_stream(exp.stream, log)
     for pool in exp.pools:
         ensure_stream(pool, log)
-    ensure_start(exp, runs, source, log)
-    if built:  # the runs could not be checked against a stream that did not exist yet
+    if built:  # the runs could not be checked against streams that did not exist yet
         check_runs(runs, stream, source)
+    ensure_start(exp, runs, source, log)
     os.makedirs(exp.out_dir, exist_ok=True)
     exp.to_yaml(os.path.join(exp.out_dir, "experiment.yaml"))
     todo, skipped = [], []

@@ -310,9 +310,15 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
             raise ConfigError(f"{source}: train.init: {e}") from None
     if exp.eval_enabled:
         eval_config(exp, source)
-    if all(_stream_exists(spec) for spec in [exp.stream, *exp.pools]):  # else checked once they are built
+    if _inputs_exist(exp, start):  # else the runs are checked once the streams and the start are made
         check_runs(runs, ensure_stream(exp.stream, log=lambda s: None), source)
     return runs
+
+
+def _inputs_exist(exp: ExperimentConfig, start) -> bool:
+    """Whether the streams (the experiment's and its pools) and the pretrained start exist already."""
+    return all(_stream_exists(spec) for spec in [exp.stream, *exp.pools]) and (
+        start is None or os.path.exists(start.out))
 
 
 def start_config(exp: ExperimentConfig, runs: list["PlannedRun"], source: str = "experiment"):
@@ -552,13 +558,13 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
-    built = not all(_stream_exists(spec) for spec in [exp.stream, *exp.pools])
+    made = not _inputs_exist(exp, start_config(exp, runs, source))
     stream = ensure_stream(exp.stream, log)
     for pool in exp.pools:
         ensure_stream(pool, log)
-    if built:  # the runs could not be checked against streams that did not exist yet
-        check_runs(runs, stream, source)
     ensure_start(exp, runs, source, log)
+    if made:  # the runs could not be checked against streams or a start that did not exist yet
+        check_runs(runs, stream, source)
     os.makedirs(exp.out_dir, exist_ok=True)
     exp.to_yaml(os.path.join(exp.out_dir, "experiment.yaml"))
     todo, skipped = [], []

@@ -145,3 +145,30 @@ def test_eval_scores_datacompnet_per_step_with_chance(built):
     # four classes over the stream (tench, goldfish, tiger, convertible): chance top-1 is 1/4
     assert {r["classes"] for r in records} == {4} and {r["chance"] for r in records} == {0.25}
     assert {(r["eval_step"]["label"], r["n"]) for r in records} == {("2016", 3), ("2017", 3), ("2018", 2)}
+
+
+def test_reshard_honours_eval_uids_and_labels_datacompnet(tmp_path):
+    """The preset's path: existing DataComp shards (.json with "uid") resharded by a uid -> year table
+    with --eval-uids tic-datacompnet_year2uids.pkl: the listed uids are the eval sets, labelled."""
+    from reshard_helpers import tiny_png, write_input_shard
+    from reshard_helpers import write_table as write_uid_table
+
+    samples, rows = [], []
+    for y in YEARS:
+        for i, uid in enumerate(UIDS[y]):
+            samples.append({"key": f"{y}{i:04d}", "image": tiny_png(i), "caption": f"c {y} {i}", "meta": {"uid": uid}})
+            rows.append((uid, y))
+    write_input_shard(str(tmp_path / "shards" / "00000.tar"), samples)
+    table = write_uid_table(str(tmp_path / "uid-time.csv"), rows)
+    pkl = tmp_path / "tic-datacompnet_year2uids.pkl"
+    write_datacompnet_pickle(pkl)
+    out = str(tmp_path / "s")
+    assert main(["data", "build", str(tmp_path / "shards"), "--timestamps", table, "--out", out,
+                 "--eval-uids", str(pkl), "--validation-size", "0", "--quiet"]) == 0
+    s = TimeStream.load(out)
+    for label, listed in LISTED.items():
+        i = s.labels.index(label)
+        want = {u: w for w, us in listed.items() for u in us}
+        assert {m["uid"] for m in s.eval_set(i, "retrieval").meta} == set(want)
+        assert {m["uid"]: m["synset"] for m in s.eval_set(i, "datacompnet").meta} == want
+        assert s.steps[i].train.count == 6 - len(want)

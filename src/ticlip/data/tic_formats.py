@@ -231,10 +231,51 @@ def _flatten_uids(value, where: str) -> Iterator[str]:
         raise FormatError(f"{where}: expected lists of uids (or synset -> uids), found {type(value).__name__}")
 
 
+_SYNSET = re.compile(r"^n\d{8}$")
+
+
+def _load_year_mapping(path: str) -> dict:
+    """The mapping of a ``*year2uids.pkl`` / ``.json`` file (pickles through ``_ArraysOnly``)."""
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, "rb") as f:
+            doc = _ArraysOnly(f).load() if suffix != ".json" else json.load(f)
+    except (pickle.UnpicklingError, json.JSONDecodeError, EOFError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not a readable year -> uids {suffix[1:]} file: {e}") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: expected a mapping of year -> uids, found {type(doc).__name__}")
+    return doc
+
+
+def read_eval_uid_synsets(path: str) -> dict[str, str]:
+    """uid → WordNet synset id (``n01440764``) of TiC-DataCompNet's ``tic-datacompnet_year2uids.pkl`` /
+    ``.json`` (year → synset → uids; generate_datacompnet_uid2classid.py maps the synsets to ImageNet
+    class ids); ``{}`` for a list without synsets (year → uids, ``.npy``, text). A uid listed under two
+    synsets is an error: its label would be ambiguous."""
+    path = os.fspath(path)
+    if os.path.isdir(path) or os.path.splitext(path)[1].lower() not in (".pkl", ".pickle", ".json"):
+        return {}
+    out: dict[str, str] = {}
+    for year, value in _load_year_mapping(path).items():
+        if not isinstance(value, dict):
+            continue  # year -> uids: no labels
+        for synset, uids in value.items():
+            wnid = str(synset).strip()
+            if not _SYNSET.match(wnid):
+                raise FormatError(f"{path} [{year}]: {wnid[:40]!r} is not a WordNet synset id such as n01440764 "
+                                  "(TiC-DataCompNet keys each year's uids by synset)")
+            for uid in _flatten_uids(uids, f"{path} [{year}][{wnid}]"):
+                if out.setdefault(uid, wnid) != wnid:
+                    raise FormatError(f"{path}: uid {uid} is listed under both {out[uid]} and {wnid}; "
+                                      "a DataCompNet uid has one class")
+    return out
+
+
 def read_eval_uids(path: str) -> dict[str, set[str]]:
     """Period → uids of TiC's evaluation uid lists: ``*year2uids.pkl`` / ``.json`` (year → uids, or
-    year → synset → uids), one ``.npy`` of uids (the period from its name, else ``"*"``), a directory of
-    ``<year>.npy`` (generate_eval_uids.py's ``eval/retrieval/``), or a text file of one uid a line."""
+    year → synset → uids, flattened: ``read_eval_uid_synsets`` keeps the synsets), one ``.npy`` of uids
+    (the period from its name, else ``"*"``), a directory of ``<year>.npy`` (generate_eval_uids.py's
+    ``eval/retrieval/``), or a text file of one uid a line."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FormatError(f"no such eval uid file: {path} (give tic-datacomp_retrieval_evals_year2uids.pkl/.json, "
@@ -246,13 +287,7 @@ def read_eval_uids(path: str) -> dict[str, set[str]]:
         return out
     suffix = os.path.splitext(path)[1].lower()
     if suffix in (".pkl", ".pickle", ".json"):
-        try:
-            with open(path, "rb") as f:
-                doc = _ArraysOnly(f).load() if suffix != ".json" else json.load(f)
-        except (pickle.UnpicklingError, json.JSONDecodeError, EOFError, UnicodeDecodeError) as e:
-            raise FormatError(f"{path}: not a readable year -> uids {suffix[1:]} file: {e}") from None
-        if not isinstance(doc, dict):
-            raise FormatError(f"{path}: expected a mapping of year -> uids, found {type(doc).__name__}")
+        doc = _load_year_mapping(path)
         return {str(year): set(_flatten_uids(v, f"{path} [{year}]")) for year, v in doc.items()}
     if suffix == ".npy":
         try:
@@ -455,7 +490,7 @@ def tic_datacomp_records(path: str, timestamps: str | None) -> Iterator[Record |
 
 __all__ = [
     "FORMATS", "FormatError", "REDCAPS_STEP_ENDS", "YFCC_STEP_ENDS", "check_redcaps", "check_tic_datacomp",
-    "check_yfcc15m", "eval_uid_set", "period_of_file", "read_eval_uids", "read_tic_datacomp_timestamps",
-    "redcaps_files", "redcaps_records", "tic_datacomp_files", "tic_datacomp_records", "uid_from_pair",
+    "check_yfcc15m", "eval_uid_set", "period_of_file", "read_eval_uid_synsets", "read_eval_uids",
+    "read_tic_datacomp_timestamps", "redcaps_files", "redcaps_records", "tic_datacomp_files", "tic_datacomp_records", "uid_from_pair",
     "write_timestamp_table", "yfcc15m_records", "yfcc_caption", "yfcc_image_path",
 ]

@@ -95,6 +95,7 @@ def build_stream(
 
         stream = _assemble(steps, evals, validations, trains, counts, config, name, source, source_params, chash,
                            input_fingerprint, warnings, out)
+        _add_labelled_eval_sets(stream, config)
         os.remove(spool_path)
         stream.save()  # last: its presence means the build finished
     except BaseException as e:
@@ -114,6 +115,19 @@ def _clip_score_filter(config: BuildConfig, spool_path: str, cache_dir: str, pro
     from ticlip.data.build.clip_score import ClipScoreFilter
 
     return ClipScoreFilter(config, spool_path, cache_dir, progress).keep
+
+
+def _add_labelled_eval_sets(stream: TimeStream, config: BuildConfig) -> None:
+    """TiC-DataCompNet: when ``eval_uids`` lists each uid's synset, a second eval set ``datacompnet``
+    of the labelled eval pairs (ticlip.data.datacompnet); other lists add nothing."""
+    if config.eval_uids is None:
+        return
+    from ticlip.data.datacompnet import EVAL_SET, add_datacompnet_from_eval_uids
+
+    counts = add_datacompnet_from_eval_uids(stream, config.eval_uids, shard_size=config.shard_size)
+    for st, step_count in zip(stream.steps, stream.provenance["counts"]["steps"]):
+        if counts is not None and EVAL_SET in st.eval:
+            step_count["eval"][EVAL_SET] = st.eval[EVAL_SET].count
 
 
 def _assemble(steps: list[PlannedStep], evals: list[dict], validations: list[dict | None],

@@ -90,7 +90,8 @@ class BuildConfig(Schema):
     eval_uids: str | None = Field(
         None, description="a file of uids that are the eval sets (TiC's eval uid lists: *year2uids.pkl/.json, "
         "<year>.npy files, or one uid a line): each step's eval set is its pairs with those uids, instead of "
-        "a seeded random sample (eval_size and eval_fraction then do not apply)")
+        "a seeded random sample (eval_size and eval_fraction then do not apply); a year -> synset -> uids list "
+        "(TiC-DataCompNet) also adds each step's labelled eval set 'datacompnet'")
 
     @field_validator("aggregate_until", mode="before")
     @classmethod

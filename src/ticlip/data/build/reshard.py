@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ticlip.atomic import write_json_atomic
-from ticlip.data.build.builder import _assemble
+from ticlip.data.build.builder import _add_labelled_eval_sets, _assemble
 from ticlip.data.build.config import BuildConfig, BuildError
 from ticlip.data.build.engines import LocalEngine, make_engine
 from ticlip.data.build.progress import progress_bar
@@ -46,7 +46,7 @@ from ticlip.data.build.reshard_write import write_output
 from ticlip.data.build.resume import BuildState, config_hash, identity
 from ticlip.data.build.rows import Counts
 from ticlip.data.build.shard_inputs import expand_shards
-from ticlip.data.build.uid_index import UidIndex, check_table, read_uid_index, release_shared
+from ticlip.data.build.uid_index import UidIndex, check_table, hash_uids, read_uid_index, release_shared
 from ticlip.data.shards import shard_scheme
 from ticlip.data.stream import MANIFEST_NAME, TimeStream
 
@@ -166,7 +166,7 @@ def _reshard(request: ReshardRequest, out: str, name: str, engine, progress: boo
     markers = [_read_json(part_paths(parts_dir, i)[2]) for i in range(len(request.shards))]
     rows, shard_of_rows = _load_parts(parts_dir, markers)
     warnings: list[str] = []
-    plan = plan_reshard(rows, shard_of_rows, period_names, config, warnings)
+    plan = plan_reshard(rows, shard_of_rows, period_names, config, warnings, eval_hashes=_eval_hashes(config))
     del rows, shard_of_rows
     if not plan.steps:
         skipped = sum((Counter(m["skipped"]) for m in markers), Counter())
@@ -184,6 +184,7 @@ def _reshard(request: ReshardRequest, out: str, name: str, engine, progress: boo
     _write_outputs(plan, state, parts_dir, engine, progress)
 
     stream = _manifest(plan, markers, table_stats, config, name, params, chash, fingerprint, warnings, out)
+    _add_labelled_eval_sets(stream, config)  # TiC-DataCompNet's synset-labelled eval set, when listed
     stream.save()  # last: its presence means the build finished
     write_json_atomic(state.state_path, {**recorded, "finished": True})
     shutil.rmtree(parts_dir)  # a copy of the input: no longer needed
@@ -215,6 +216,15 @@ def _write_outputs(plan, state: BuildState, parts_dir: str, engine, progress: bo
 
 def _write_job(job) -> tuple[str, int]:
     return job[0], write_output(job)
+
+
+def _eval_hashes(config: BuildConfig):
+    """The uid hashes (``uid_index.hash_uids``) of ``config.eval_uids``, or None without a list."""
+    if config.eval_uids is None:
+        return None
+    from ticlip.data.tic_formats import eval_uid_set
+
+    return hash_uids(sorted(eval_uid_set(config.eval_uids)))
 
 
 def _manifest(plan, markers: list[dict], table_stats: dict, config: BuildConfig, name: str, params: dict,

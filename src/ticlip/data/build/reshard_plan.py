@@ -79,9 +79,11 @@ def step_seed(seed: int, label: str) -> int:
 
 
 def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], config: BuildConfig,
-                 warnings: list[str]) -> ReshardPlan:
+                 warnings: list[str], *, eval_hashes: np.ndarray | None = None) -> ReshardPlan:
     """The plan of the parts' rows ``cat`` (``reshard_map.PART_DTYPE``, the parts one after the other in
-    input order) whose input shard numbers are ``shard``."""
+    input order) whose input shard numbers are ``shard``. ``eval_hashes`` (the uid hashes of
+    ``config.eval_uids``): each step's eval set is its samples with those uids (in the seeded order),
+    as in the table builder's plan."""
     n = len(cat)
     time, period, pos, hashes = cat["time"], cat["period"], cat["pos"], cat["hash"]
     order = np.lexsort((pos, shard, hashes, time))  # the samples of one uid (one time) end up side by side
@@ -126,7 +128,14 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
         rows = order[by_step[bounds[i]:bounds[i + 1]]]
         rows = rows[np.random.Generator(np.random.PCG64(step_seed(config.seed, sp.label))).permutation(len(rows))]
         count = len(rows)
-        eval_n = eval_count(count, config, sp.label, warnings)
+        if eval_hashes is None:
+            eval_n = eval_count(count, config, sp.label, warnings)
+        else:  # the listed uids first: they are the eval set
+            listed = np.isin(hashes[rows], eval_hashes)
+            rows = np.concatenate([rows[listed], rows[~listed]])
+            eval_n = int(listed.sum())
+            if not eval_n:
+                warnings.append(f"step {sp.label}: none of its pairs is in eval_uids: no eval set")
         validation_n = validation_count(count, eval_n, config)
         shards: list[OutputShard] = []
         pieces = [("eval", f"eval-{EVAL_TASK}", rows[:eval_n])]

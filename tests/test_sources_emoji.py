@@ -144,7 +144,7 @@ def test_emoji_stream_builds_end_to_end(tmp_path):
     spec = get_source("emoji")
     stream = build_stream_from("emoji", tmp_path / "emoji", progress=False)
     assert stream.name == "emoji" and stream.provenance["source"] == "emoji"
-    assert stream.provenance["config"] == BuildConfig.load(spec.default_build).to_dict()
+    assert stream.provenance["config"] == BuildConfig.load(spec.default_build).record_dict()
     assert len(stream.steps) >= 6
     assert stream.labels[0] == "≤2014" and stream.labels[-1] == "2021–2023"
     ok, line = count_check(stream)

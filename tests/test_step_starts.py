@@ -71,6 +71,7 @@ def test_oracle_under_const_cosine_trains_and_charges_no_trunk(toy_stream, tmp_p
     assert "random" in step_json(run, 1)["init"]
 
 
+@pytest.mark.slow
 def test_a_patched_step_is_where_the_next_step_starts_under_const_cosine(toy_stream, tmp_path):
     """Patching trains step t from the last patched model; const-cosine's trunk is unpatched, so the next
     step starts from the deployed (patched) checkpoint and no trunk is trained or charged."""

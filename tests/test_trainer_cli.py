@@ -21,7 +21,12 @@ def train(stream, logs, *extra):
 FAST_PARAMS = {"ewc": ["fisher_batches=2", "fisher_batch_size=8"], "patching": ["alphas=0,0.5,1"]}
 
 
-@pytest.mark.parametrize("method", list_methods())
+# The fast tier trains one method of each family end to end; the others run in the full tier.
+FAST_TIER_METHODS = {"sequential", "cumulative-all", "oracle", "patching", "lwf", "ewc", "mixture"}
+
+
+@pytest.mark.parametrize("method", [m if m in FAST_TIER_METHODS else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in list_methods()])
 def test_every_method_trains_every_step(toy_stream, tmp_path, method):
     params = [a for p in FAST_PARAMS.get(method, []) for a in ("--method-param", p)]
     assert train(toy_stream, tmp_path, "--method", method, "--iterations-per-step", "2", "--name", "r", *params) == 0
@@ -136,6 +141,7 @@ def test_report_to_tensorboard(toy_stream, tmp_path, capsys):
         assert "train/lr" in events.Tags()["scalars"]
 
 
+@pytest.mark.slow
 def test_const_cosine_keeps_what_end_step_learnt(toy_stream, tmp_path):
     """The trunk rewinds the model to the branch point, but not the method's end_step state (EWC's
     Fisher, patching's patched weights): a counter kept by end_step must see every step."""

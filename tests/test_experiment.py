@@ -126,6 +126,7 @@ def test_config_errors(change, message):
         ({"train": {"warmup": -1}}, "warmup"),
         ({"train": {"warmup": 5}}, "run sequential-s0: warmup of 5 iterations does not fit a step of 2"),
         ({"train": {"steps": "7:9"}}, "steps"),
+        ({"reference": "oracle"}, "reference: 'oracle' is not among the methods"),
         ({"stream": {"path": "NEW", "source": "no-such-source"}}, "no-such-source"),
         ({"stream": {"path": "NEW", "source": "emoji", "options": {"fnot": "x"}}}, "fnot"),
         ({"stream": {"path": "NEW", "source": "emoji", "build": {"eval_fraktion": 0.1}}}, "eval_fraktion"),
@@ -169,7 +170,7 @@ def test_overrides_and_presets(tmp_path):
     path = _write(tmp_path / "e.yaml", _exp("s"))
     exp = load_experiment(path, ["train.lr=0.01", "seeds=[3, 4]", "stream.path=elsewhere"])
     assert exp.train["lr"] == 0.01 and exp.seeds == [3, 4] and exp.stream.path == "elsewhere"
-    for preset in ["emoji-cpu", "emoji-fomo", "tic-yfcc", "tic-redcaps", "tic-datacomp-medium", "tic-datacomp-large",
+    for preset in ["emoji-cpu", "emoji-fomo", "fomo-cpu", "synthetic-monthly", "tic-yfcc", "tic-redcaps", "tic-datacomp-medium", "tic-datacomp-large",
                    "tic-datacomp-xlarge"]:
         exp = load_experiment(preset_path(preset))
         assert expand(exp), preset
@@ -181,9 +182,10 @@ def test_overrides_and_presets(tmp_path):
 def test_run_end_to_end_three_methods(toy_stream, tmp_path, capsys):
     logs = str(tmp_path / "runs")
     cfg = _write(tmp_path / "e.yaml", _exp(toy_stream.root, methods=["sequential", "cumulative-all", "patching"],
-                                            logs=logs))
+                                            logs=logs, reference="sequential"))
     assert main(["run", cfg]) == 0
     out = capsys.readouterr().out
+    assert "Difference to sequential" in open(os.path.join(logs, "exp", "table.md")).read()  # the named reference
     for m in ("sequential", "cumulative-all", "patching"):
         assert m in out
         run_dir = os.path.join(logs, "exp", f"{m}-s0")

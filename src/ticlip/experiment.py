@@ -95,6 +95,8 @@ class ExperimentConfig(Schema):
                                          "yet: `ticlip model make-start` settings (pool, max_pairs, views, steps, "
                                          "batch_size, lr, seed) written to train.init (docs/PRETRAINED.md)")
     report: bool = Field(True, description="write report.html over the experiment's runs")
+    reference: str | None = Field(None, description="the method or variant every other is compared with in the "
+                                  "report (paired by seed); default cumulative-all when it is among the methods")
     logs: str = Field("runs", description="where experiments are written")
     parallel: int = Field(1, ge=1, description="training processes at once")
 
@@ -292,6 +294,9 @@ def validate_experiment(exp: ExperimentConfig, source: str = "experiment") -> li
     for name, variant in exp.variants.items():
         check_method_params(variant.method, dict(exp.method_params.get(variant.method, {}), **variant.params),
                             source=f"{source}: variants.{name}.params")
+    if exp.reference is not None and exp.reference not in exp.methods:
+        raise ConfigError(f"{source}: reference: {exp.reference!r} is not among the methods "
+                          f"({', '.join(exp.methods)}); name one of them")
     runs = expand(exp)
     for model in sorted({r.config.model for r in runs}):
         try:
@@ -602,7 +607,10 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
         from ticlip.report import write_report
 
         log(f"writing the report over {len(run_dirs)} runs ...")
-        out = write_report(run_dirs, exp.out_dir, title=f"ticlip experiment {exp.name}")
+        from ticlip.report.tables import DEFAULT_REFERENCE
+
+        out = write_report(run_dirs, exp.out_dir, title=f"ticlip experiment {exp.name}",
+                           reference=exp.reference or DEFAULT_REFERENCE, require_reference=exp.reference is not None)
         report_path = out.html
         with open(out.markdown, encoding="utf-8") as f:
             table = f.read()

@@ -114,3 +114,16 @@ def file_fingerprint(path: str) -> str:
 
 def step_dir(run_dir: str, index: int) -> str:
     return os.path.join(run_dir, "steps", str(index))
+
+
+def log_records(path: str):
+    """The JSON records of a ``*.jsonl`` log (a step's train_log.jsonl), in order; lines that do not parse
+    (a line cut by a kill) are left out; a missing file has none."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue

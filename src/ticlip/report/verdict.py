@@ -27,6 +27,7 @@ import numpy as np
 from ticlip.report.html import Figure, Section
 from ticlip.report.results import MethodGroup, RunResults
 from ticlip.report.tables import SummaryTable, format_diff
+from ticlip.run_layout import log_records, step_dir
 
 ORACLE = "oracle"
 SHEET_PAIRS = 8  # pairs per step's contact sheet
@@ -190,22 +191,14 @@ def training_curves(run: RunResults) -> tuple[np.ndarray, np.ndarray, np.ndarray
     of const-cosine continues the step's count; the trunk, not carried forward, is left out)."""
     xs, loss, lr, offset = [], [], [], 0
     for s in sorted(run.info.steps, key=lambda s: s.index):
-        path = os.path.join(run.run_dir, "steps", str(s.index), "train_log.jsonl")
         last = 0
-        if not os.path.exists(path):
-            continue
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    continue
-                if rec.get("phase", "main") == "trunk" or "iteration" not in rec:
-                    continue
-                xs.append(offset + int(rec["iteration"]))
-                loss.append(float(rec.get("loss", math.nan)))
-                lr.append(float(rec.get("lr", math.nan)))
-                last = max(last, int(rec["iteration"]))
+        for rec in log_records(os.path.join(step_dir(run.run_dir, s.index), "train_log.jsonl")):
+            if rec.get("phase", "main") == "trunk" or "iteration" not in rec:
+                continue
+            xs.append(offset + int(rec["iteration"]))
+            loss.append(float(rec.get("loss", math.nan)))
+            lr.append(float(rec.get("lr", math.nan)))
+            last = max(last, int(rec["iteration"]))
         offset += last
     return np.array(xs), np.array(loss), np.array(lr)
 

@@ -407,20 +407,12 @@ class JsonlLog:
 
 def skipped_in_log(path: str) -> dict[str, int]:
     """The samples a step's data pipeline skipped, by reason: the sum of its log records' ``skipped``."""
-    import json
-    import os
+    from ticlip.run_layout import log_records
 
     total: dict[str, int] = {}
-    if not os.path.exists(path):
-        return total
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            for reason, n in (record.get("skipped") or {}).items():
-                total[reason] = total.get(reason, 0) + int(n)
+    for record in log_records(path):
+        for reason, n in (record.get("skipped") or {}).items():
+            total[reason] = total.get(reason, 0) + int(n)
     return total
 
 
@@ -430,18 +422,11 @@ def truncate_jsonl(path: str, keep_record: Callable[[dict], bool]) -> None:
     import os
 
     from ticlip.atomic import write_text_atomic
+    from ticlip.run_layout import log_records
 
     if not os.path.exists(path):
         return
-    keep = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if keep_record(rec):
-                keep.append(json.dumps(rec) + "\n")
+    keep = [json.dumps(rec) + "\n" for rec in log_records(path) if keep_record(rec)]  # cut lines left out
     write_text_atomic(path, "".join(keep))
 
 

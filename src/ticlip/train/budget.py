@@ -86,6 +86,16 @@ def needs_values(error: BaseException) -> bool:
     return "meta tensors" in str(error) or "data-dependent" in str(error)
 
 
+def count_on_meta_or_cpu(count):
+    """``count("meta")``, or ``count("cpu")`` when the meta device cannot answer (``needs_values``)."""
+    try:
+        return count("meta")
+    except RuntimeError as e:
+        if not needs_values(e):
+            raise
+        return count("cpu")
+
+
 def count_forward_macs(model, image_size=None, context_length: int | None = None, batch: int = 1) -> float:
     """Forward MACs of ``model`` (an open_clip CLIP) on ``batch`` image-text pairs, counted on the
     meta device in train mode. The model itself is not run, changed or moved: its parameters and
@@ -113,12 +123,7 @@ def count_forward_macs(model, image_size=None, context_length: int | None = None
         return counter.get_total_flops()
 
     try:
-        try:
-            flops = count("meta")
-        except RuntimeError as e:
-            if not needs_values(e):
-                raise
-            flops = count("cpu")  # a data-dependent branch (see needs_values): count on zeros on the CPU
+        flops = count_on_meta_or_cpu(count)
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         raise BudgetError(
             f"cannot count MACs of this model at image size {image_size} and context length "

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 
-from ticlip.train.budget import BudgetError, needs_values
+from ticlip.train.budget import BudgetError, count_on_meta_or_cpu
 from ticlip.train.updates import UpdateSettings, apply_update, meta_model
 
 
@@ -108,12 +108,7 @@ def training_cost(name: str, settings: UpdateSettings, batch: int, *, image_size
         return params, float(counter.get_total_flops()), saved[0]
 
     try:
-        try:
-            params, flops, activation_bytes = count("meta")
-        except RuntimeError as e:
-            if not needs_values(e):
-                raise
-            params, flops, activation_bytes = count("cpu")  # see budget.needs_values
+        params, flops, activation_bytes = count_on_meta_or_cpu(count)
     except (RuntimeError, ValueError, TypeError, NotImplementedError) as e:
         raise BudgetError(f"cannot count the training cost of {name!r} under update {settings.update}: "
                           f"{str(e)[:300]}") from None

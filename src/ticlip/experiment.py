@@ -351,10 +351,9 @@ def start_config(exp: ExperimentConfig, runs: list["PlannedRun"], source: str = 
     return cfg
 
 
-def ensure_start(exp: ExperimentConfig, runs: list["PlannedRun"], source: str, log: Callable[[str], None]) -> None:
-    """Make the pretrained start when the experiment asks for one and train.init does not exist yet,
-    then check it fits the model (as validation does for an existing train.init)."""
-    cfg = start_config(exp, runs, source)
+def ensure_start(cfg, runs: list["PlannedRun"], log: Callable[[str], None]) -> None:
+    """Make the pretrained start ``cfg`` (``start_config``; None: none asked for) when train.init does not
+    exist yet, then check it fits the model (as validation does for an existing train.init)."""
     if cfg is None or os.path.exists(cfg.out):
         return
     from ticlip.models import check_init_checkpoint
@@ -563,11 +562,12 @@ def _run_experiment(exp: ExperimentConfig, *, log: Callable[[str], None] | None,
     log = log or (lambda s: print(s, file=sys.stderr, flush=True))
     t0 = time.time()
     ecfg = eval_config(exp, source) if evaluate and exp.eval_enabled else None
-    made = not _inputs_exist(exp, start_config(exp, runs, source))
+    start = start_config(exp, runs, source)
+    made = not _inputs_exist(exp, start)
     stream = ensure_stream(exp.stream, log)
     for pool in exp.pools:
         ensure_stream(pool, log)
-    ensure_start(exp, runs, source, log)
+    ensure_start(start, runs, log)
     if made:  # the runs could not be checked against streams or a start that did not exist yet
         check_runs(runs, stream, source)
     os.makedirs(exp.out_dir, exist_ok=True)
